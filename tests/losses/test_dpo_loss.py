@@ -1,0 +1,98 @@
+"""DPO losses against values computed by hand.
+
+The running example: beta = 0.5, policy log-probs chosen -1 and rejected -3, reference -2 and -2.
+h = (-1 - (-2)) - (-3 - (-2)) = 1 - (-1) = 2 and beta * h = 1.
+"""
+
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from lit_align.losses import dpo_loss, preference_metrics
+
+POLICY_CHOSEN, POLICY_REJECTED = torch.tensor([-1.0]), torch.tensor([-3.0])
+REF_CHOSEN, REF_REJECTED = torch.tensor([-2.0]), torch.tensor([-2.0])
+
+
+def _loss(**kwargs):
+    return dpo_loss(POLICY_CHOSEN, POLICY_REJECTED, REF_CHOSEN, REF_REJECTED, **kwargs)
+
+
+def test_sigmoid_by_hand():
+    # -logsigmoid(1) = log(1 + e^-1) = 0.313262
+    out = _loss(beta=0.5)
+    assert_close(out.losses, torch.tensor([math.log(1 + math.exp(-1))]))
+    assert_close(out.losses, torch.tensor([0.313262]), atol=1e-6, rtol=0)
+    # rewards: 0.5 * (-1 + 2) = 0.5 and 0.5 * (-3 + 2) = -0.5
+    assert_close(out.chosen_rewards, torch.tensor([0.5]))
+    assert_close(out.rejected_rewards, torch.tensor([-0.5]))
+
+
+def test_sigmoid_label_smoothing_by_hand():
+    # 0.9 * log(1 + e^-1) + 0.1 * log(1 + e^1) = 0.9 * 0.313262 + 0.1 * 1.313262 = 0.413262
+    out = _loss(beta=0.5, label_smoothing=0.1)
+    assert_close(out.losses, torch.tensor([0.413262]), atol=1e-6, rtol=0)
+
+
+def test_ipo_by_hand():
+    # (h - 1 / (2 beta))^2: beta 0.5 -> (2 - 1)^2 = 1; beta 0.25 -> (2 - 2)^2 = 0; beta 1 -> (2 - 0.5)^2 = 2.25
+    assert_close(_loss(beta=0.5, loss_type="ipo").losses, torch.tensor([1.0]))
+    assert_close(_loss(beta=0.25, loss_type="ipo").losses, torch.tensor([0.0]))
+    assert_close(_loss(beta=1.0, loss_type="ipo").losses, torch.tensor([2.25]))
+
+
+def test_hinge_by_hand():
+    # relu(1 - beta * h): beta 0.5 -> 0; beta 0.25 -> 0.5; beta 0.1 -> 0.8
+    assert_close(_loss(beta=0.5, loss_type="hinge").losses, torch.tensor([0.0]))
+    assert_close(_loss(beta=0.25, loss_type="hinge").losses, torch.tensor([0.5]))
+    assert_close(_loss(beta=0.1, loss_type="hinge").losses, torch.tensor([0.8]))
+
+
+def test_zero_reference_is_reference_free():
+    zeros = torch.zeros(1)
+    out = dpo_loss(POLICY_CHOSEN, POLICY_REJECTED, zeros, zeros, beta=0.5)
+    # beta * (chosen - rejected) = 0.5 * 2 = 1
+    assert_close(out.losses, -torch.nn.functional.logsigmoid(torch.tensor([1.0])))
+
+
+def test_gradient_pushes_chosen_up_and_rejected_down():
+    chosen = torch.tensor([-1.0, -4.0], requires_grad=True)
+    rejected = torch.tensor([-3.0, -2.0], requires_grad=True)
+    for loss_type in ("sigmoid", "ipo", "hinge"):
+        chosen.grad = rejected.grad = None
+        dpo_loss(chosen, rejected, torch.full((2,), -2.0), torch.full((2,), -2.0), beta=0.1, loss_type=loss_type)[
+            0
+        ].sum().backward()
+        assert (chosen.grad < 0).all() and (rejected.grad > 0).all(), loss_type
+
+
+def test_policy_equal_to_reference_gives_log2_and_zero_rewards():
+    logps = torch.tensor([-5.0, -7.0])
+    out = dpo_loss(logps, logps + 1, logps, logps + 1, beta=0.3)
+    assert_close(out.losses, torch.full((2,), math.log(2)))
+    assert (out.chosen_rewards == 0).all() and (out.rejected_rewards == 0).all()
+
+
+def test_metrics_use_trl_names_and_values():
+    chosen_rewards = torch.tensor([0.5, -0.2, 0.1])
+    rejected_rewards = torch.tensor([-0.5, 0.3, 0.1])
+    metrics = preference_metrics(
+        chosen_rewards, rejected_rewards, torch.tensor([-1.0, -2.0, -3.0]), torch.tensor([-4.0, -5.0, -6.0])
+    )
+    assert_close(metrics["rewards/chosen"], torch.tensor(0.4 / 3))
+    assert_close(metrics["rewards/rejected"], torch.tensor(-0.1 / 3))
+    # pair 1 wins, pair 2 loses, pair 3 ties (a tie is not a win): 1/3
+    assert_close(metrics["rewards/accuracies"], torch.tensor(1 / 3))
+    # margins 1.0, -0.5, 0.0 -> 0.5 / 3
+    assert_close(metrics["rewards/margins"], torch.tensor(0.5 / 3))
+    assert_close(metrics["logps/chosen"], torch.tensor(-2.0))
+    assert_close(metrics["logps/rejected"], torch.tensor(-5.0))
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="loss_type"):
+        _loss(loss_type="nope")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        _loss(label_smoothing=0.5)
