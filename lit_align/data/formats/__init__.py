@@ -1,0 +1,80 @@
+"""Registry of row converters and the key-based format detection used by ``format="auto"``.
+
+Each format module exposes ``convert(row, **options) -> list[dict]``, returning internal SFT or preference
+records without ``source``/``lang``/``row`` (the reader adds those). Detection looks only at the keys and
+value types of the first row, so its rules are ordered from the most specific schema to the most generic:
+UltraFeedback rows are also valid TRL preference rows, and ShareGPT preference rows also hold a plain
+``conversations`` list, so the richer reading has to be tried first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lit_align.data.errors import FieldError
+from lit_align.data.formats import (
+    alpaca,
+    coig,
+    hh_rlhf,
+    messages,
+    oasst,
+    pku_saferlhf,
+    preference,
+    qa,
+    sharegpt,
+    shp,
+    ultrafeedback,
+)
+
+FORMATS: dict[str, Callable[..., list[dict]]] = {
+    "messages": messages.convert,
+    "sharegpt": sharegpt.convert,
+    "alpaca": alpaca.convert,
+    "coig": coig.convert,
+    "qa": qa.convert,
+    "preference": preference.convert,
+    "hh_rlhf": hh_rlhf.convert,
+    "ultrafeedback": ultrafeedback.convert,
+    "shp": shp.convert,
+    "pku_saferlhf": pku_saferlhf.convert,
+    "oasst": oasst.convert,
+}
+
+
+def detect_format(row: dict) -> str:
+    """Return the name of the format in `FORMATS` that reads `row`, judged by its keys.
+
+    Raises FieldError (field None) when no rule matches, listing the keys that were seen.
+    """
+    keys = set(row)
+    if ("message_tree_id" in keys and isinstance(row.get("prompt"), dict)) or {"message_id", "text"} <= keys:
+        return "oasst"
+    if {"chosen", "rejected", "score_chosen", "score_rejected"} <= keys:
+        return "ultrafeedback"
+    if {"human_ref_A", "human_ref_B"} <= keys:
+        return "shp"
+    if {"response_0", "response_1"} <= keys:
+        return "pku_saferlhf"
+    if _is_hh_transcript(row):
+        return "hh_rlhf"
+    if "conversations" in keys:
+        turns = row["conversations"]
+        first = turns[0] if isinstance(turns, list) and turns else {}
+        return "sharegpt" if isinstance(first, dict) and "from" in first else "messages"
+    if "messages" in keys:
+        return "messages"
+    if {"chosen", "rejected"} <= keys:
+        return "alpaca" if "instruction" in keys else "preference"
+    if "output" in keys and ({"instruction", "input"} & keys):
+        return "coig" if "task_type" in keys else "alpaca"
+    if {"question", "answer"} <= keys or {"query", "response"} <= keys:
+        return "qa"
+    raise FieldError(None, f"cannot detect the data format from the row keys {sorted(keys)}")
+
+
+def _is_hh_transcript(row: dict) -> bool:
+    """HH-RLHF: chosen/rejected transcript strings with Human turns and no separate prompt."""
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    if "prompt" in row or not isinstance(chosen, str) or not isinstance(rejected, str):
+        return False
+    return chosen.startswith(("\n\nHuman:", "Human:"))

@@ -1,0 +1,143 @@
+"""Read one data source into internal records: rows → format detection → conversion → provenance.
+
+This is the boundary where a converter's `FieldError` gains its file and line. With ``on_error="raise"``
+the first bad row stops the run with a message that points at it; with ``"skip"`` bad rows are counted
+under ``error:<field>`` (``error:row`` for lines that are not JSON objects) and reading goes on, so one
+broken line in a million does not cost a training run, yet the count shows up in the returned Counter.
+
+Format detection with ``format="auto"`` happens on the first row of every file, so a directory may mix
+formats. The OASST flat table is the one format that is not row-local: when a file's first row is a flat
+message row, all its rows are gathered and nested with `oasst.build_trees` before conversion, and each
+record's ``row`` is the root message's row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from itertools import chain, groupby
+from operator import itemgetter
+from pathlib import Path
+
+from lit_align.data.errors import DataFormatError, FieldError, SkipRecord
+from lit_align.data.formats import FORMATS, detect_format, oasst
+from lit_align.data.rows import iter_rows
+
+log = logging.getLogger(__name__)
+
+ON_ERROR = ("raise", "skip")
+MAX_WARNINGS = 20
+
+
+def read_source(
+    path: str,
+    format: str = "auto",
+    *,
+    name: str | None = None,
+    split: str = "train",
+    on_error: str = "raise",
+    options: dict | None = None,
+) -> tuple[list[dict], Counter]:
+    """Return the records of `path` (with ``source`` and ``row`` set) and a Counter of what happened.
+
+    The Counter holds ``rows_read``, one key per `SkipRecord` reason, ``error:<field>`` for bad rows
+    skipped under ``on_error="skip"``, and ``orphan_message`` for OASST table rows outside any tree.
+    ``lang`` is not set here; `clean.clean_records` fills it.
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if format != "auto" and format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; expected 'auto' or one of {sorted(FORMATS)}")
+    reader = _Reader(name or source_name(path), on_error, options or {})
+    stream = iter_rows(path, split, on_bad_row=reader.unreadable_row if on_error == "skip" else None)
+    for file, group in groupby(stream, key=itemgetter(0)):
+        reader.read_file(file, ((line, row) for _, line, row in group), format)
+    if reader.warned > MAX_WARNINGS:
+        log.warning("%s: %d bad rows skipped in total (only the first %d logged)", path, reader.warned, MAX_WARNINGS)
+    return reader.records, reader.counts
+
+
+def source_name(path: str) -> str:
+    """Default source name: a local file's stem without compression suffix, a directory's name, a hub id."""
+    local = Path(path)
+    if local.is_file():
+        return local.name.removesuffix(".gz").rsplit(".", 1)[0]
+    if local.is_dir():
+        return local.resolve().name
+    return str(path)
+
+
+class _Reader:
+    """Accumulates records and counts for one `read_source` call."""
+
+    def __init__(self, name: str, on_error: str, options: dict) -> None:
+        self.name = name
+        self.on_error = on_error
+        self.options = options
+        self.records: list[dict] = []
+        self.counts: Counter = Counter()
+        self.warned = 0
+
+    def read_file(self, file: str, rows: Iterator[tuple[int, dict]], format: str) -> None:
+        first = next(rows, None)
+        if first is None:
+            return
+        line, row = first
+        if format == "auto":
+            try:
+                format = detect_format(row)
+            except FieldError as err:
+                raise DataFormatError(file, line, err.field, err.reason) from err
+            log.info("%s: detected format %r", file, format)
+        if format == "oasst" and oasst.is_flat_row(row):
+            self._read_oasst_table(file, chain([first], rows))
+            return
+        convert = FORMATS[format]
+        for line, row in chain([first], rows):
+            self.counts["rows_read"] += 1
+            self._convert(file, line, row, convert)
+
+    def _convert(self, file: str, line: int, row: dict, convert: Callable[..., list[dict]]) -> None:
+        try:
+            records = convert(row, **self.options)
+        except SkipRecord as skip:
+            self.counts[skip.reason] += 1
+            return
+        except FieldError as err:
+            self.fail(DataFormatError(file, line, err.field, err.reason))
+            return
+        for record in records:
+            self.records.append({**record, "source": self.name, "row": line - 1})
+
+    def _read_oasst_table(self, file: str, rows: Iterator[tuple[int, dict]]) -> None:
+        line_of: dict[str, int] = {}
+        table = []
+        for line, row in rows:
+            self.counts["rows_read"] += 1
+            if not isinstance(row.get("message_id"), str) or row["message_id"] in line_of:
+                reason = "missing or not a string" if not isinstance(row.get("message_id"), str) else "duplicate"
+                self.fail(DataFormatError(file, line, "message_id", reason))
+                continue
+            line_of[row["message_id"]] = line
+            table.append(row)
+        trees = oasst.build_trees(table)
+        for tree in trees:
+            self._convert(file, line_of[tree["message_id"]], tree, oasst.convert)
+        orphans = len(table) - oasst.count_nodes(trees)
+        if orphans:
+            self.counts["orphan_message"] += orphans
+
+    def unreadable_row(self, error: DataFormatError) -> None:
+        """Callback for rows `iter_rows` could not parse; they count as read, then as errors."""
+        self.counts["rows_read"] += 1
+        self.fail(error)
+
+    def fail(self, error: DataFormatError) -> None:
+        """Raise `error`, or (``on_error="skip"``) count it under ``error:<field>`` and log the first few."""
+        if self.on_error == "raise":
+            raise error
+        self.counts[f"error:{error.field or 'row'}"] += 1
+        self.warned += 1
+        if self.warned <= MAX_WARNINGS:
+            log.warning("%s (row skipped)", error)
