@@ -1,0 +1,60 @@
+"""Pad tokenised examples into batches.
+
+Padding is on the right with the tokenizer's pad id, attention mask 0 and label -100, so padded positions
+carry neither attention nor loss. A preference batch stacks all chosen sequences, then all rejected ones,
+padded to one length: the module runs them through the model in a single forward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lit_align.constants import IGNORE_INDEX
+
+
+def _pad(rows: list[list[int]], value: int, length: int) -> torch.Tensor:
+    return torch.tensor([row + [value] * (length - len(row)) for row in rows], dtype=torch.long)
+
+
+def _padded_length(lengths: list[int], multiple: int | None) -> int:
+    longest = max(lengths)
+    if multiple:
+        longest = -(-longest // multiple) * multiple
+    return longest
+
+
+def pad_batch(
+    input_ids: list[list[int]], labels: list[list[int]], pad_token_id: int, pad_to_multiple_of: int | None = None
+) -> dict[str, torch.Tensor]:
+    length = _padded_length([len(ids) for ids in input_ids], pad_to_multiple_of)
+    return {
+        "input_ids": _pad(input_ids, pad_token_id, length),
+        "attention_mask": _pad([[1] * len(ids) for ids in input_ids], 0, length),
+        "labels": _pad(labels, IGNORE_INDEX, length),
+    }
+
+
+class SFTCollator:
+    """Examples ``{"input_ids", "labels"}`` to a padded batch."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
+        self.pad_token_id = pad_token_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        return pad_batch(
+            [e["input_ids"] for e in examples],
+            [e["labels"] for e in examples],
+            self.pad_token_id,
+            self.pad_to_multiple_of,
+        )
+
+
+class PreferenceCollator(SFTCollator):
+    """Pairs ``{"chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"}`` to one batch of
+    ``2 * n`` rows: rows ``0..n-1`` are the chosen sequences, rows ``n..2n-1`` the rejected ones, in pair order."""
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        ids = [e["chosen_input_ids"] for e in examples] + [e["rejected_input_ids"] for e in examples]
+        labels = [e["chosen_labels"] for e in examples] + [e["rejected_labels"] for e in examples]
+        return pad_batch(ids, labels, self.pad_token_id, self.pad_to_multiple_of)
