@@ -1,0 +1,48 @@
+"""The ``lit_align`` command: a LightningCLI where the YAML keys are constructor arguments.
+
+``model.class_path`` picks the algorithm; the tokenizer path and the kind of records the module trains on
+are linked from the model to the data module, so a recipe never states them twice.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from lit_align.data.datamodule import AlignDataModule
+from lit_align.modules.base import AlignModule
+
+
+class AlignCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        # Checkpointing has its own `checkpoint:` section so that `trainer.callbacks` stays free for the
+        # fragments under callbacks/.
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "step{step:06d}",
+                "checkpoint.auto_insert_metric_name": False,
+                "trainer.logger": {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "init_args": {"save_dir": "logs", "name": "lit_align"},
+                },
+            }
+        )
+        parser.link_arguments("model", "data.tokenizer", compute_fn=lambda m: m.tokenizer_path, apply_on="instantiate")
+        parser.link_arguments("model", "data.task", compute_fn=lambda m: m.data_task, apply_on="instantiate")
+
+
+def main(args: list[str] | None = None) -> None:
+    AlignCLI(
+        AlignModule,
+        AlignDataModule,
+        subclass_mode_model=True,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    main()

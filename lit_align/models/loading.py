@@ -1,0 +1,115 @@
+"""Load a causal LM and its tokenizer the way a user's Qwen or Llama is loaded, and wrap LoRA around it.
+
+Everything goes through ``from_pretrained``: the built-in tiny model and a hub model take the same path, so
+what the tests exercise is what users run. ``trust_remote_code`` stays off unless the recipe turns it on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter settings, passed to ``peft.LoraConfig``."""
+
+    r: int = 16
+    """Rank of the update matrices."""
+    alpha: int = 32
+    """Scaling numerator: the update is multiplied by ``alpha / r``."""
+    dropout: float = 0.05
+    """Dropout on the adapter's input."""
+    target_modules: list[str] | str = "all-linear"
+    """Module names to adapt (e.g. ``[q_proj, v_proj]``), or ``all-linear`` for every linear layer but the head."""
+    modules_to_save: list[str] = field(default_factory=list)
+    """Modules trained in full and saved with the adapter (e.g. ``[embed_tokens, lm_head]`` for new tokens)."""
+
+
+def resolve_path(name_or_path: str) -> str:
+    """An existing local directory becomes absolute, so exports that record it load from any working directory."""
+    return os.path.abspath(name_or_path) if os.path.isdir(name_or_path) else name_or_path
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_path(name_or_path), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        # Llama-style tokenizers ship without a pad token; padding positions are masked, so eos is safe to reuse.
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise ValueError(
+            f"tokenizer {name_or_path!r} has no chat template; lit_align renders every example with the "
+            "tokenizer's chat template. Use an instruct/chat tokenizer or set `chat_template` in its "
+            "tokenizer_config.json."
+        )
+    return tokenizer
+
+
+def load_causal_lm(
+    name_or_path: str,
+    *,
+    dtype: str | None = None,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+    vocab_size: int | None = None,
+) -> nn.Module:
+    """``AutoModelForCausalLM.from_pretrained`` plus the fixes every recipe needs.
+
+    ``vocab_size`` is the tokenizer's length: when the tokenizer has more tokens than the embedding rows
+    (a pad token added, for instance), the embeddings grow so every id is valid.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if dtype is not None and dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    kwargs = {"trust_remote_code": trust_remote_code}
+    if dtype is not None:
+        kwargs["dtype"] = _DTYPES[dtype]
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(resolve_path(name_or_path), **kwargs)
+    if vocab_size is not None and vocab_size > model.get_input_embeddings().weight.shape[0]:
+        log.info("resizing token embeddings of %s to %d for the tokenizer", name_or_path, vocab_size)
+        model.resize_token_embeddings(vocab_size)
+    model.config.use_cache = False  # the KV cache only costs memory during training
+    return model
+
+
+def add_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        modules_to_save=list(settings.modules_to_save) or None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    # Non-reentrant checkpointing works with frozen inputs (LoRA) and with torch.compile; reentrant does not.
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Set every dropout probability to 0, as TRL's ``disable_dropout`` does for preference training.
+
+    With dropout on, the policy and the reference see different noise and the implicit rewards are noisy
+    even before any update.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0

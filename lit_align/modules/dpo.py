@@ -1,0 +1,193 @@
+"""Direct Preference Optimization and the base of every pairwise preference algorithm.
+
+The module owns the forward passes: chosen and rejected go through the policy in one concatenated batch,
+and the reference log-probs come from a frozen copy, from the same model with its LoRA adapter switched
+off, or not at all. The loss itself is a pure function in ``lit_align.losses``. A new algorithm subclasses
+this module and overrides ``preference_loss`` alone.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from lit_align.losses.dpo import DPOLossType, dpo_loss, preference_metrics
+from lit_align.models.loading import disable_dropout, load_causal_lm
+from lit_align.modules.base import AlignModule
+from lit_align.modules.logps import sequence_logps
+
+ReferenceMode = Literal["auto", "copy", "adapter_off", "none"]
+
+
+@dataclass
+class PreferenceLogps:
+    """Per-pair sums of completion-token log-probs, and the completion lengths they were summed over."""
+
+    policy_chosen: torch.Tensor
+    policy_rejected: torch.Tensor
+    reference_chosen: torch.Tensor
+    reference_rejected: torch.Tensor
+    chosen_tokens: torch.Tensor
+    rejected_tokens: torch.Tensor
+
+    def averaged(self) -> PreferenceLogps:
+        """The same log-probs divided by the completion length (per-token averages)."""
+        c, r = self.chosen_tokens.clamp(min=1), self.rejected_tokens.clamp(min=1)
+        return PreferenceLogps(
+            self.policy_chosen / c,
+            self.policy_rejected / r,
+            self.reference_chosen / c,
+            self.reference_rejected / r,
+            self.chosen_tokens,
+            self.rejected_tokens,
+        )
+
+
+class DPOModule(AlignModule):
+    """DPO with a choice of reference.
+
+    Args:
+        beta: Strength of the KL penalty towards the reference (the DPO paper's beta).
+        loss_type: ``sigmoid`` (the DPO loss), ``ipo`` (fed per-token-averaged log-probs) or ``hinge``.
+        label_smoothing: Assumed probability that a preference label is flipped (conservative DPO, sigmoid only).
+        reference: ``copy`` keeps a frozen copy of the starting model; ``adapter_off`` uses the policy with its
+            LoRA adapter switched off (no second copy in memory); ``none`` is reference-free (reference
+            log-probs are 0); ``auto`` is ``adapter_off`` with LoRA and ``copy`` without.
+        reference_model_name_or_path: Load the frozen copy from elsewhere (e.g. the base model when the policy
+            starts from an SFT export). Only with ``reference: copy``.
+        disable_dropout: Turn dropout off in policy and reference, as TRL does by default.
+    """
+
+    data_task = "preference"
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        beta: float = 0.1,
+        loss_type: DPOLossType = "sigmoid",
+        label_smoothing: float = 0.0,
+        reference: ReferenceMode = "auto",
+        reference_model_name_or_path: str | None = None,
+        disable_dropout: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(model_name_or_path, **kwargs)
+        if reference == "auto":
+            reference = "adapter_off" if self.lora is not None else "copy"
+        if reference == "adapter_off" and self.lora is None:
+            raise ValueError("reference: adapter_off needs a LoRA adapter (set model.lora) or use reference: copy")
+        if reference_model_name_or_path is not None and reference != "copy":
+            raise ValueError("reference_model_name_or_path is only used with reference: copy")
+        self.beta = beta
+        self.loss_type = loss_type
+        self.label_smoothing = label_smoothing
+        self.reference_mode = reference
+        self.reference_model_name_or_path = reference_model_name_or_path
+        self.disable_dropout = disable_dropout
+        self.reference_model: torch.nn.Module | None = None
+
+    # ---- models -------------------------------------------------------------------------------------------
+
+    def configure_base_model(self, model: torch.nn.Module) -> None:
+        if self.disable_dropout:
+            disable_dropout(model)
+        if self.reference_mode != "copy":
+            return
+        if self.reference_model_name_or_path is not None:
+            reference = load_causal_lm(
+                self.reference_model_name_or_path,
+                dtype=self.dtype_name,
+                attn_implementation=self.attn_implementation,
+                trust_remote_code=self.trust_remote_code,
+                vocab_size=len(self.tokenizer),
+            )
+        else:
+            reference = copy.deepcopy(model)  # before LoRA and checkpointing: the exact starting weights
+        reference.requires_grad_(False)
+        disable_dropout(reference)
+        self.reference_model = reference.eval()
+
+    def configure_model(self) -> None:
+        super().configure_model()
+        if self.disable_dropout:
+            disable_dropout(self.policy)  # LoRA adds dropout layers of its own
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.reference_model is not None:
+            self.reference_model.eval()  # the reference never trains, whatever Lightning switches
+        return self
+
+    # ---- forward ------------------------------------------------------------------------------------------
+
+    def concatenated_logps(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]):
+        """One forward of ``[chosen; rejected]``: per-sequence log-prob sums and completion lengths."""
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return sequence_logps(logits, batch["labels"])
+
+    def reference_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.reference_mode == "none":
+            return torch.zeros(batch["input_ids"].shape[0], device=batch["input_ids"].device)
+        with torch.no_grad():
+            if self.reference_mode == "copy":
+                return self.concatenated_logps(self.reference_model, batch)[0]
+            with self.policy.disable_adapter() if self.reference_mode == "adapter_off" else nullcontext():
+                return self.concatenated_logps(self.policy, batch)[0]
+
+    def compute_logps(self, batch: dict[str, torch.Tensor]) -> PreferenceLogps:
+        n_pairs = batch["input_ids"].shape[0] // 2
+        policy, n_tokens = self.concatenated_logps(self.policy, batch)
+        reference = self.reference_logps(batch)
+        return PreferenceLogps(
+            policy_chosen=policy[:n_pairs],
+            policy_rejected=policy[n_pairs:],
+            reference_chosen=reference[:n_pairs],
+            reference_rejected=reference[n_pairs:],
+            chosen_tokens=n_tokens[:n_pairs],
+            rejected_tokens=n_tokens[n_pairs:],
+        )
+
+    # ---- the one method an algorithm overrides --------------------------------------------------------------
+
+    def preference_loss(self, logps: PreferenceLogps) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Scalar loss and metrics (TRL names, without the ``train/`` or ``val/`` prefix) for a batch of pairs."""
+        summed = logps
+        if self.loss_type == "ipo":
+            logps = logps.averaged()
+        out = dpo_loss(
+            logps.policy_chosen,
+            logps.policy_rejected,
+            logps.reference_chosen,
+            logps.reference_rejected,
+            beta=self.beta,
+            loss_type=self.loss_type,
+            label_smoothing=self.label_smoothing,
+        )
+        metrics = preference_metrics(
+            out.chosen_rewards, out.rejected_rewards, summed.policy_chosen, summed.policy_rejected
+        )
+        return out.losses.mean(), metrics
+
+    # ---- steps --------------------------------------------------------------------------------------------
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        loss, metrics = self.preference_loss(self.compute_logps(batch))
+        n_pairs = batch["input_ids"].shape[0] // 2
+        training = stage == "train"
+        options = {"on_step": training, "on_epoch": not training, "batch_size": n_pairs, "sync_dist": not training}
+        self.log(f"{stage}/loss", loss, prog_bar=True, **options)
+        for name, value in metrics.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name == "rewards/accuracies", **options)
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._shared_step(batch, "train")
+        self.log_learning_rate()
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")

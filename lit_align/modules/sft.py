@@ -1,0 +1,61 @@
+"""Supervised fine-tuning on chat data: next-token loss on assistant tokens only."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import SumMetric
+
+from lit_align.constants import IGNORE_INDEX
+from lit_align.modules.base import AlignModule
+
+
+class SFTModule(AlignModule):
+    """Token-level cross-entropy averaged over the label tokens of a batch (system and user tokens carry
+    label -100, so only assistant turns are learned).
+
+    ``val/loss`` is the mean over every label token of the whole validation set, not a mean of batch means,
+    and ``val/ppl = exp(val/loss)``.
+    """
+
+    data_task = "sft"
+
+    def __init__(self, model_name_or_path: str, **kwargs) -> None:
+        super().__init__(model_name_or_path, **kwargs)
+        self.val_nll_sum = SumMetric()
+        self.val_token_count = SumMetric()
+
+    def token_nll(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed negative log-likelihood of the label tokens and their count."""
+        logits = self.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        labels = batch["labels"][:, 1:]
+        nll = F.cross_entropy(
+            logits[:, :-1, :].flatten(0, 1).float(),
+            labels.flatten(),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+        return nll, (labels != IGNORE_INDEX).sum()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        nll, n_tokens = self.token_nll(batch)
+        loss = nll / n_tokens.clamp(min=1)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log_learning_rate()
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        nll, n_tokens = self.token_nll(batch)
+        self.val_nll_sum.update(nll.detach())
+        self.val_token_count.update(n_tokens)
+
+    def on_validation_epoch_end(self) -> None:
+        total_tokens = self.val_token_count.compute()
+        if total_tokens > 0:
+            loss = self.val_nll_sum.compute() / total_tokens
+            self.log("val/loss", loss, prog_bar=True)
+            self.log("val/ppl", torch.exp(loss) if loss < 50 else torch.tensor(math.inf))
+        self.val_nll_sum.reset()
+        self.val_token_count.reset()
