@@ -33,7 +33,8 @@ def _fit(recipe: str, save_dir: Path, *overrides: str) -> Path:
 
 
 def _generate(model, tokenizer, text: str) -> str:
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+    messages = [{"role": "user", "content": text}]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
     out = model.generate(ids, max_new_tokens=12, do_sample=False)
     assert out.shape[1] > ids.shape[1]
