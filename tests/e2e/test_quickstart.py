@@ -72,16 +72,17 @@ def test_dpo_quickstart_and_resume(tmp_path):
 
     run = _fit(
         "configs/quickstart/dpo.yaml", tmp_path,
-        "--trainer.max_steps=12", "--trainer.val_check_interval=12", "--data.max_val_examples=48",
+        "--trainer.max_steps=24", "--trainer.val_check_interval=24", "--data.max_val_examples=48",
     )  # fmt: skip
     scalars = read_scalars(run)
     # Step 0: the LoRA update starts at zero, so policy == reference and the loss is exactly log 2.
     first_step, first_loss = scalars["train/loss"][0]
     assert first_step == 0 and first_loss == pytest.approx(math.log(2), abs=1e-5)
-    assert scalars["train/loss"][-1][1] < math.log(2) - 0.01
+    last_losses = [v for _, v in scalars["train/loss"][-6:]]
+    assert sum(last_losses) / 6 < math.log(2) - 0.05, scalars["train/loss"]
     for name in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen"):
         assert f"train/{name}" in scalars and f"val/{name}" in scalars, name
-    assert scalars["val/rewards/margins"][-1][1] > 0
+    assert scalars["val/rewards/margins"][-1][1] > 0 and scalars["val/rewards/accuracies"][-1][1] > 0.5
 
     # Checkpoints hold what trains (the adapter), not the frozen base, and load with weights_only=True.
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
@@ -96,8 +97,8 @@ def test_dpo_quickstart_and_resume(tmp_path):
     # Resuming from the last checkpoint continues the step count.
     resumed = _fit(
         "configs/quickstart/dpo.yaml", tmp_path,
-        "--trainer.max_steps=16", "--trainer.val_check_interval=12", "--data.max_val_examples=48",
+        "--trainer.max_steps=28", "--trainer.val_check_interval=24", "--data.max_val_examples=48",
         f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
     )  # fmt: skip
     steps = [s for s, _ in read_scalars(resumed)["train/loss"]]
-    assert steps[0] == 12 and steps[-1] == 15
+    assert steps[0] == 24 and steps[-1] == 27
