@@ -10,7 +10,8 @@ character) trained on the demo data, so it covers English and Chinese compactly 
 without unknowns. The demo text runs out of merges before 4096 entries, so `--vocab-size` is an upper bound.
 The model gets a few hundred steps of language-model pretraining on the plain text of the SFT *train* chats
 (no chat template): it learns both languages, while the chat format is left for the SFT quickstart to teach.
-The DPO data is never seen, so preference tuning still has something to teach. Everything is deterministic for a given `--seed`.
+The DPO data is never seen, so preference tuning still has something to teach.
+Everything is deterministic for a given `--seed`.
 """
 
 from __future__ import annotations
