@@ -1,0 +1,98 @@
+"""DPOModule without a Trainer: reference modes, the loss at initialisation, and the one-method extension."""
+
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from lit_align.data.datamodule import AlignDataModule, DataSource
+from lit_align.losses import dpo_loss
+from lit_align.models import LoraSettings
+from lit_align.modules import DPOModule
+
+from ..conftest import DEMO_DATA, TINY_MODEL
+
+
+@pytest.fixture(scope="module")
+def batch():
+    data = AlignDataModule(
+        [DataSource(str(DEMO_DATA / "dpo_val.jsonl"))], tokenizer=str(TINY_MODEL), task="preference", batch_size=4
+    )
+    data.setup()
+    return next(iter(data.val_dataloader() or data.train_dataloader()))
+
+
+def _module(**kwargs) -> DPOModule:
+    module = DPOModule(str(TINY_MODEL), **kwargs)
+    module.configure_model()
+    return module
+
+
+@pytest.mark.parametrize("lora", [None, LoraSettings(r=4, dropout=0.0)], ids=["full", "lora"])
+def test_loss_is_log2_while_policy_equals_reference(batch, lora):
+    module = _module(lora=lora, beta=0.3)
+    assert module.reference_mode == ("adapter_off" if lora else "copy")
+    loss, metrics = module.preference_loss(module.compute_logps(batch))
+    assert_close(loss, torch.tensor(math.log(2)), atol=1e-6, rtol=0)
+    assert metrics["rewards/accuracies"] == 0 and metrics["rewards/margins"] == 0
+
+
+def test_copy_reference_stays_frozen_and_in_eval_mode(batch):
+    module = _module(reference="copy")
+    before = {k: v.clone() for k, v in module.reference_model.state_dict().items()}
+    module.train()
+    assert not module.reference_model.training and module.policy.training
+    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.1)
+    module.preference_loss(module.compute_logps(batch))[0].backward()
+    optimizer.step()
+    assert all(torch.equal(before[k], v) for k, v in module.reference_model.state_dict().items())
+    loss, _ = module.preference_loss(module.compute_logps(batch))
+    assert loss < math.log(2)  # one step of DPO moved the policy in the preferred direction
+
+
+def test_reference_free_uses_policy_logps_only(batch):
+    module = _module(reference="none", beta=0.5)
+    logps = module.compute_logps(batch)
+    assert torch.equal(logps.reference_chosen, torch.zeros_like(logps.reference_chosen))
+    loss, _ = module.preference_loss(logps)
+    expected = -torch.nn.functional.logsigmoid(0.5 * (logps.policy_chosen - logps.policy_rejected)).mean()
+    assert_close(loss, expected)
+
+
+def test_ipo_gets_per_token_averaged_logps(batch):
+    module = _module(reference="none", beta=0.5, loss_type="ipo")
+    logps = module.compute_logps(batch)
+    loss, metrics = module.preference_loss(logps)
+    c, r = logps.chosen_tokens, logps.rejected_tokens
+    h = logps.policy_chosen / c - logps.policy_rejected / r
+    assert_close(loss, ((h - 1 / (2 * 0.5)) ** 2).mean())
+    assert_close(metrics["logps/chosen"], logps.policy_chosen.mean())  # logged log-probs stay sums, as TRL's
+
+
+def test_a_new_algorithm_overrides_one_method(batch):
+    class ShiftedDPO(DPOModule):
+        def preference_loss(self, logps):
+            out = dpo_loss(logps.policy_chosen, logps.policy_rejected, logps.reference_chosen, logps.reference_rejected)
+            return out.losses.mean() + 1.0, {"shift": torch.tensor(1.0)}
+
+    module = ShiftedDPO(str(TINY_MODEL), reference="copy")
+    module.configure_model()
+    loss, metrics = module.preference_loss(module.compute_logps(batch))
+    assert_close(loss, torch.tensor(math.log(2) + 1.0), atol=1e-6, rtol=0)
+
+
+def test_bad_reference_settings_are_named():
+    with pytest.raises(ValueError, match="adapter_off needs a LoRA"):
+        DPOModule(str(TINY_MODEL), reference="adapter_off")
+    with pytest.raises(ValueError, match="reference_model_name_or_path"):
+        DPOModule(str(TINY_MODEL), reference="none", reference_model_name_or_path=str(TINY_MODEL))
+
+
+def test_frozen_weights_are_left_out_of_checkpoints_and_restored():
+    module = _module(lora=LoraSettings(r=4))
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["state_dict"] and all("lora_" in k for k in checkpoint["state_dict"])
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"], strict=True)
