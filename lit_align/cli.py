@@ -23,6 +23,8 @@ class AlignCLI(LightningCLI):
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "step{step:06d}",
                 "checkpoint.auto_insert_metric_name": False,
+                # AlignDataModule's batch sampler shards batches across ranks itself.
+                "trainer.use_distributed_sampler": False,
                 "trainer.logger": {
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                     "init_args": {"save_dir": "logs", "name": "lit_align"},

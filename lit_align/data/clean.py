@@ -8,8 +8,10 @@ the program, so everything except the line endings is left byte-identical inside
 `clean_records` is the only place records are dropped after conversion, and every drop is counted under a
 reason, so a report can always say where the rows went.
 
-NFKC also folds full-width CJK punctuation (，：？！（）) to ASCII. That makes hashing robust but changes the
-look of Chinese text; pass ``nfkc=False`` to keep it.
+NFKC folds full-width Latin letters and digits (ＡＢＣ１２３) to ASCII, which is what de-duplication needs,
+but it would also fold Chinese full-width punctuation (，：？！（）) and teach a model to write "," in Chinese
+prose. So the full-width punctuation block is left as it is and NFKC applies to everything else;
+``nfkc=False`` turns it off altogether.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from collections.abc import Iterable
 MESSAGE_FIELDS = ("messages", "prompt", "chosen", "rejected")
 LANG_THRESHOLD = 0.3
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
+# Full-width punctuation (U+FF01-FF0F, FF1A-FF20, FF3B-FF40, FF5B-FF65) and the CJK symbols block, kept by NFKC.
+_CJK_PUNCTUATION = re.compile("([\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65\u3001-\u303f]+)")
 _CJK_RANGES = (
     (0x3400, 0x4DBF),
     (0x4E00, 0x9FFF),
@@ -57,11 +61,16 @@ def normalize_text(text: str, *, nfkc: bool = True) -> str:
             out.append(line)
             blank_run = 0
             continue
-        line = (unicodedata.normalize("NFKC", line) if nfkc else line).rstrip()
+        line = (_nfkc_keeping_cjk_punctuation(line) if nfkc else line).rstrip()
         blank_run = blank_run + 1 if not line else 0
         if blank_run <= 2:
             out.append(line)
     return "\n".join(out).strip()
+
+
+def _nfkc_keeping_cjk_punctuation(text: str) -> str:
+    parts = _CJK_PUNCTUATION.split(text)  # odd indexes are the punctuation runs
+    return "".join(part if i % 2 else unicodedata.normalize("NFKC", part) for i, part in enumerate(parts))
 
 
 def _closes(line: str, fence: str) -> bool:
@@ -150,16 +159,18 @@ def clean_records(
     dedupe: bool = True,
     min_zh_ratio: float | None = None,
     nfkc: bool = True,
+    seen: set[str] | None = None,
 ) -> tuple[list[dict], Counter]:
     """Normalise, filter and language-tag records; returns the kept records and a Counter of drop reasons.
 
     Reasons: ``empty_turn`` (a message is empty after normalisation), ``chosen_equals_rejected``,
     ``below_min_zh_ratio`` (only when `min_zh_ratio` is set) and ``duplicate`` (same `record_hash` as an
     earlier kept record; checked last so the copy that is kept is one that passed the other filters).
+    Pass the same ``seen`` set to calls for several sources to de-duplicate across them.
     """
     kept: list[dict] = []
     dropped: Counter = Counter()
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     for record in records:
         record = normalize_record(record, nfkc=nfkc)
         ratio = zh_ratio(record_text(record))

@@ -1,46 +1,31 @@
 """``AlignDataModule``: the one place data enters a run.
 
-It reads every source in whatever format it is in, normalises and de-duplicates the records, tokenises them
-with the run's tokenizer and chat template, and serves padded batches. Every record that does not make it
-into training is counted under a reason and reported when the data module sets up.
+It prepares every source (read in its format, normalised, de-duplicated, tokenised with the run's tokenizer
+and chat template; see `lit_align.data.prepare`), reports what each source contributed and lost, and serves
+training batches from a `LengthBucketBatchSampler`: one length bucket per batch so padding stays small,
+sources mixed by weight, an optional Chinese share and curriculum, deterministic per seed and epoch, and
+resumable mid-epoch because its position is part of this module's ``state_dict`` (saved in checkpoints).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
-from lit_align.data.clean import clean_records
+from lit_align.data.card import expected_mix, render_data_card
 from lit_align.data.collate import PreferenceCollator, SFTCollator
-from lit_align.data.read import read_source
-from lit_align.data.tokenize import tokenize_preference, tokenize_sft
+from lit_align.data.curriculum import CurriculumStage
+from lit_align.data.prepare import DataSource, PreparedData, effective_bounds, prepare_sources
+from lit_align.data.sampler import LengthBucketBatchSampler
 from lit_align.models.loading import load_tokenizer
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class DataSource:
-    """One dataset in a recipe's ``data.train`` or ``data.val`` list."""
-
-    path: str
-    """A local file (.jsonl, .json, .parquet, .csv) or directory, or a hub dataset name for ``load_dataset``."""
-    format: str = "auto"
-    """Record format (``messages``, ``sharegpt``, ``alpaca``, ``preference``, ``hh_rlhf``, ...) or ``auto``."""
-    name: str | None = None
-    """Name in logs and the data card; the file name by default."""
-    split: str = "train"
-    """Split to read from a hub dataset."""
-    weight: float = 1.0
-    """Relative sampling weight when sources are mixed."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """Format options, e.g. ``{min_score_gap: 1.0}`` for UltraFeedback or ``{axis: safer}`` for PKU-SafeRLHF."""
+__all__ = ["AlignDataModule", "DataSource"]
 
 
 class AlignDataModule(LightningDataModule):
@@ -60,8 +45,18 @@ class AlignDataModule(LightningDataModule):
         max_val_examples: Use only the first N validation examples.
         num_workers: DataLoader worker processes.
         on_error: ``raise`` stops at the first malformed record with its file, line and field; ``skip`` skips
-            it and counts it.
-        dedupe: Drop exact duplicates (after normalisation), counted.
+            it and counts it in the log and the data card.
+        dedupe: Drop exact duplicates (after normalisation, across all sources of a split), counted.
+        nfkc: Unicode NFKC normalisation (Chinese full-width punctuation is kept as it is).
+        min_zh_ratio: Drop records whose share of Chinese characters is below this (e.g. 0.3), counted.
+        target_zh_share: Share of Chinese examples in the training stream (e.g. 0.7); English fills the rest
+            and is capped at ``1 - target_zh_share``. ``None``: no language balancing.
+        zh_share_tolerance: Allowed deviation from ``target_zh_share`` over any window of 8 batches.
+        bucket_bounds: Upper bounds of the length buckets in tokens; bounds at or above ``max_length`` are
+            replaced by ``max_length``.
+        curriculum: Stages with an end (``until``: batch index, or fraction of the first epoch) and their own
+            source or bucket weights.
+        seed: Seed of the batch plan (with the epoch, it fixes every batch).
         pad_to_multiple_of: Round padded lengths up (8 suits tensor cores).
     """
 
@@ -79,6 +74,13 @@ class AlignDataModule(LightningDataModule):
         num_workers: int = 0,
         on_error: Literal["raise", "skip"] = "raise",
         dedupe: bool = True,
+        nfkc: bool = True,
+        min_zh_ratio: float | None = None,
+        target_zh_share: float | None = None,
+        zh_share_tolerance: float = 0.05,
+        bucket_bounds: list[int] | None = None,
+        curriculum: list[CurriculumStage] | None = None,
+        seed: int = 42,
         pad_to_multiple_of: int | None = None,
     ) -> None:
         super().__init__()
@@ -96,91 +98,123 @@ class AlignDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.on_error = on_error
         self.dedupe = dedupe
+        self.nfkc = nfkc
+        self.min_zh_ratio = min_zh_ratio
+        self.target_zh_share = target_zh_share
+        self.zh_share_tolerance = zh_share_tolerance
+        self.bounds = effective_bounds(bucket_bounds or [256, 1024, 2048], max_length)
+        self.curriculum = list(curriculum or [])
+        self.seed = seed
         self.pad_to_multiple_of = pad_to_multiple_of
         self.tokenizer = None
-        self.train_dataset: list[dict] | None = None
-        self.val_dataset: list[dict] | None = None
-        self.stats: dict[str, Counter] = {}
+        self.train_data: PreparedData | None = None
+        self.val_data: PreparedData | None = None
+        self._sampler: LengthBucketBatchSampler | None = None
+        self._pending_sampler_state: dict | None = None
 
-    # ---- building the datasets ----------------------------------------------------------------------------
+    # ---- preparation --------------------------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_dataset is not None:
+        if self.train_data is not None:
             return
         self.tokenizer = load_tokenizer(self.tokenizer_path)
-        self.train_dataset = self._build("train", self.train_sources)
-        self.val_dataset = self._build("val", self.val_sources)
+        self.train_data = self.prepare_split(self.train_sources)
+        self.val_data = self.prepare_split(self.val_sources)
         if self.max_val_examples is not None:
-            self.val_dataset = self.val_dataset[: self.max_val_examples]
+            self.val_data.examples = self.val_data.examples[: self.max_val_examples]
         self._report()
 
-    def _build(self, split: str, sources: list[DataSource]) -> list[dict]:
-        counts: Counter = Counter()
-        records = []
-        for source in sources:
-            rows, read_counts = read_source(
-                source.path,
-                source.format,
-                name=source.name,
-                split=source.split,
-                on_error=self.on_error,
-                options=source.options,
-            )
-            counts.update(read_counts)
-            records.extend(rows)
-        records, drops = clean_records(records, dedupe=self.dedupe)
-        counts.update({f"dropped/{reason}": n for reason, n in drops.items()})
-        examples = [example for record in records if (example := self._tokenize(record, counts)) is not None]
-        counts["examples"] = len(examples)
-        self.stats[split] = counts
-        return examples
-
-    def _tokenize(self, record: dict, counts: Counter) -> dict | None:
-        if self.task == "preference":
-            if "chosen" not in record:
-                raise ValueError(
-                    f"source {record.get('source')!r} row {record.get('row')} is chat (SFT) data, but this "
-                    "module trains on preference pairs: give sources with prompt/chosen/rejected"
-                )
-            chosen, rejected = tokenize_preference(
-                self.tokenizer,
-                record["prompt"],
-                record["chosen"],
-                record["rejected"],
-                self.max_length,
-                self.max_prompt_length,
-            )
-            if chosen.n_label_tokens == 0 or rejected.n_label_tokens == 0:
-                counts["dropped/no_completion_tokens_after_truncation"] += 1
-                return None
-            counts["truncated"] += chosen.truncated or rejected.truncated
-            return {
-                "chosen_input_ids": chosen.input_ids,
-                "chosen_labels": chosen.labels,
-                "rejected_input_ids": rejected.input_ids,
-                "rejected_labels": rejected.labels,
-            }
-        messages = record["messages"] if "messages" in record else record["prompt"] + record["chosen"]
-        example = tokenize_sft(self.tokenizer, messages, self.max_length)
-        if example.n_label_tokens == 0:
-            counts["dropped/no_assistant_tokens_after_truncation"] += 1
-            return None
-        counts["truncated"] += example.truncated
-        return {"input_ids": example.input_ids, "labels": example.labels}
+    def prepare_split(self, sources: list[DataSource], max_rows: int | None = None) -> PreparedData:
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(self.tokenizer_path)
+        return prepare_sources(
+            sources,
+            self.tokenizer,
+            task=self.task,
+            max_length=self.max_length,
+            max_prompt_length=self.max_prompt_length,
+            bucket_bounds=self.bounds,
+            on_error=self.on_error,
+            dedupe=self.dedupe,
+            min_zh_ratio=self.min_zh_ratio,
+            nfkc=self.nfkc,
+            max_rows=max_rows,
+        )
 
     def _report(self) -> None:
-        for split, counts in self.stats.items():
-            if counts:
-                details = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-                rank_zero_info(f"data[{split}]: {details}")
+        metrics = {}
+        for split, data in (("train", self.train_data), ("val", self.val_data)):
+            for report in data.reports:
+                counts = ", ".join(f"{k}={v}" for k, v in sorted(report.counts.items()))
+                langs = ", ".join(f"{k}={v}" for k, v in sorted(report.languages.items()))
+                rank_zero_info(f"data[{split}/{report.name}]: {counts}; languages: {langs}")
+                metrics.update(
+                    {f"data/{split}/{report.name}/{k.replace('/', '_')}": float(v) for k, v in report.counts.items()}
+                )
         logger = self.trainer.logger if self.trainer is not None else None
         if logger is not None:
-            metrics = {
-                f"data/{split}_{key.replace('/', '_')}": float(value)
-                for split, counts in self.stats.items()
-                for key, value in counts.items()
-            }
             logger.log_metrics(metrics, step=0)
+
+    def data_card(self, num_replicas: int = 1) -> str:
+        """``DATA_CARD.md`` for the prepared data and the training sampler's epoch-0 plan."""
+        sampler = self.make_train_sampler(num_replicas=num_replicas, rank=0)
+        settings = {
+            "tokenizer": self.tokenizer_path,
+            "task": self.task,
+            "max_length": self.max_length,
+            "bucket_bounds": self.bounds,
+            "batch_size": self.batch_size,
+            "target_zh_share": self.target_zh_share,
+            "min_zh_ratio": self.min_zh_ratio,
+            "seed": self.seed,
+        }
+        mix = expected_mix(sampler.plan(), self.train_data.examples, self.bounds)
+        splits = {"train": self.train_data.reports, "val": self.val_data.reports}
+        return render_data_card(splits, self.bounds, settings, mix)
+
+    # ---- sampling -----------------------------------------------------------------------------------------
+
+    def source_weights(self) -> dict[str, float] | None:
+        """Sampling weight per source name, or None (proportional to size) when no source sets a weight."""
+        if all(source.weight is None for source in self.train_sources):
+            return None
+        return {
+            report.name: 1.0 if source.weight is None else source.weight
+            for source, report in zip(self.train_sources, self.train_data.reports, strict=True)
+        }
+
+    def make_train_sampler(self, num_replicas: int, rank: int) -> LengthBucketBatchSampler:
+        examples = self.train_data.examples
+        return LengthBucketBatchSampler(
+            [e["length"] for e in examples],
+            self.batch_size,
+            languages=[e["lang"] for e in examples],
+            sources=[e["source"] for e in examples],
+            bucket_bounds=self.bounds,
+            source_weights=self.source_weights(),
+            target_zh_share=self.target_zh_share,
+            zh_share_tolerance=self.zh_share_tolerance,
+            curriculum=self.curriculum or None,
+            seed=self.seed,
+            num_replicas=num_replicas,
+            rank=rank,
+            drop_last=True,
+        )
+
+    def state_dict(self) -> dict:
+        """The sampler's position, so a resumed run continues mid-epoch with the very next batch."""
+        if self._sampler is None:
+            return {}
+        state = self._sampler.state_dict()
+        if self.trainer is not None:
+            # Workers prefetch ahead of training: count the batches the loop has actually processed.
+            state["batches_yielded"] = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"sampler": state}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending_sampler_state = state_dict.get("sampler")
+        if self._sampler is not None and self._pending_sampler_state is not None:
+            self._sampler.load_state_dict(self._pending_sampler_state)
 
     # ---- loaders ------------------------------------------------------------------------------------------
 
@@ -188,22 +222,35 @@ class AlignDataModule(LightningDataModule):
         kind = PreferenceCollator if self.task == "preference" else SFTCollator
         return kind(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
 
+    def _world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
     def train_dataloader(self) -> DataLoader:
+        num_replicas, rank = self._world()
+        self._sampler = self.make_train_sampler(num_replicas, rank)
+        if self._pending_sampler_state is not None:
+            self._sampler.load_state_dict(self._pending_sampler_state)
+            self._pending_sampler_state = None
         return DataLoader(
-            self.train_dataset,
-            batch_size=self.batch_size,
-            shuffle=True,
+            self.train_data.examples,
+            batch_sampler=self._sampler,
             collate_fn=self._collator(),
             num_workers=self.num_workers,
-            drop_last=False,
         )
 
     def val_dataloader(self) -> DataLoader | list:
-        if not self.val_dataset:
+        if not self.val_data.examples:
             return []
+        num_replicas, rank = self._world()
+        sampler = None
+        if num_replicas > 1:
+            sampler = DistributedSampler(self.val_data.examples, num_replicas, rank, shuffle=False)
         return DataLoader(
-            self.val_dataset,
+            self.val_data.examples,
             batch_size=self.eval_batch_size,
+            sampler=sampler,
             shuffle=False,
             collate_fn=self._collator(),
             num_workers=self.num_workers,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
-from itertools import chain, groupby
+from itertools import chain, groupby, islice
 from operator import itemgetter
 from pathlib import Path
 
@@ -38,19 +38,20 @@ def read_source(
     split: str = "train",
     on_error: str = "raise",
     options: dict | None = None,
+    max_rows: int | None = None,
 ) -> tuple[list[dict], Counter]:
     """Return the records of `path` (with ``source`` and ``row`` set) and a Counter of what happened.
 
     The Counter holds ``rows_read``, one key per `SkipRecord` reason, ``error:<field>`` for bad rows
     skipped under ``on_error="skip"``, and ``orphan_message`` for OASST table rows outside any tree.
-    ``lang`` is not set here; `clean.clean_records` fills it.
+    ``lang`` is not set here; `clean.clean_records` fills it. ``max_rows`` reads only the first rows (dry runs).
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if format != "auto" and format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; expected 'auto' or one of {sorted(FORMATS)}")
     reader = _Reader(name or source_name(path), on_error, options or {})
-    stream = iter_rows(path, split, on_bad_row=reader.unreadable_row if on_error == "skip" else None)
+    stream = islice(iter_rows(path, split, on_bad_row=reader.unreadable_row if on_error == "skip" else None), max_rows)
     for file, group in groupby(stream, key=itemgetter(0)):
         reader.read_file(file, ((line, row) for _, line, row in group), format)
     if reader.warned > MAX_WARNINGS:

@@ -9,12 +9,12 @@ this module and overrides ``preference_loss`` alone.
 from __future__ import annotations
 
 import copy
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
+from lit_align.constants import IGNORE_INDEX
 from lit_align.losses.dpo import DPOLossType, dpo_loss, preference_metrics
 from lit_align.models.loading import disable_dropout, load_causal_lm
 from lit_align.modules.base import AlignModule
@@ -33,6 +33,9 @@ class PreferenceLogps:
     reference_rejected: torch.Tensor
     chosen_tokens: torch.Tensor
     rejected_tokens: torch.Tensor
+    chosen_sequence_nll: torch.Tensor | None = None
+    """Mean NLL over every token of the chosen sequence, prompt included; only computed when the module sets
+    ``needs_chosen_sequence_nll`` (ORPO's NLL term on prompt and answer)."""
 
     def averaged(self) -> PreferenceLogps:
         """The same log-probs divided by the completion length (per-token averages)."""
@@ -44,6 +47,7 @@ class PreferenceLogps:
             self.reference_rejected / r,
             self.chosen_tokens,
             self.rejected_tokens,
+            self.chosen_sequence_nll,
         )
 
 
@@ -63,6 +67,7 @@ class DPOModule(AlignModule):
     """
 
     data_task = "preference"
+    needs_chosen_sequence_nll: bool = False
 
     def __init__(
         self,
@@ -124,10 +129,12 @@ class DPOModule(AlignModule):
 
     # ---- forward ------------------------------------------------------------------------------------------
 
-    def concatenated_logps(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]):
-        """One forward of ``[chosen; rejected]``: per-sequence log-prob sums and completion lengths."""
+    def concatenated_logps(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], with_logits: bool = False):
+        """One forward of ``[chosen; rejected]``: per-sequence log-prob sums and completion lengths
+        (and the logits, when asked)."""
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return sequence_logps(logits, batch["labels"])
+        logps, n_tokens = sequence_logps(logits, batch["labels"])
+        return (logps, n_tokens, logits) if with_logits else (logps, n_tokens)
 
     def reference_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.reference_mode == "none":
@@ -135,12 +142,19 @@ class DPOModule(AlignModule):
         with torch.no_grad():
             if self.reference_mode == "copy":
                 return self.concatenated_logps(self.reference_model, batch)[0]
-            with self.policy.disable_adapter() if self.reference_mode == "adapter_off" else nullcontext():
+            with self.policy.disable_adapter():
                 return self.concatenated_logps(self.policy, batch)[0]
 
     def compute_logps(self, batch: dict[str, torch.Tensor]) -> PreferenceLogps:
         n_pairs = batch["input_ids"].shape[0] // 2
-        policy, n_tokens = self.concatenated_logps(self.policy, batch)
+        policy, n_tokens, logits = self.concatenated_logps(self.policy, batch, with_logits=True)
+        chosen_sequence_nll = None
+        if self.needs_chosen_sequence_nll:
+            chosen_ids = batch["input_ids"][:n_pairs]
+            every_token = chosen_ids.masked_fill(batch["attention_mask"][:n_pairs] == 0, IGNORE_INDEX)
+            total, count = sequence_logps(logits[:n_pairs], every_token)
+            chosen_sequence_nll = -total / count.clamp(min=1)
+        del logits
         reference = self.reference_logps(batch)
         return PreferenceLogps(
             policy_chosen=policy[:n_pairs],
@@ -149,6 +163,7 @@ class DPOModule(AlignModule):
             reference_rejected=reference[n_pairs:],
             chosen_tokens=n_tokens[:n_pairs],
             rejected_tokens=n_tokens[n_pairs:],
+            chosen_sequence_nll=chosen_sequence_nll,
         )
 
     # ---- the one method an algorithm overrides --------------------------------------------------------------

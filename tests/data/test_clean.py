@@ -49,8 +49,9 @@ def test_normalize_text_code_only_line_endings_change():
 
 def test_nfkc_full_width():
     assert normalize_text("ＡＢＣ１２３") == "ABC123"
-    assert normalize_text("你好，世界！") == "你好,世界!"
-    assert normalize_text("你好，世界！", nfkc=False) == "你好，世界！"
+    # Chinese full-width punctuation stays; full-width Latin, digits and the ideographic space fold.
+    assert normalize_text("你好，世界！（ＡＢ）　《书》：１２") == "你好，世界！（AB） 《书》：12"
+    assert normalize_text("ＡＢ，", nfkc=False) == "ＡＢ，"
 
 
 def test_normalize_record_touches_every_message():

@@ -1,0 +1,89 @@
+"""The data card: what each source contributed, what was dropped and why, and what one epoch will look like.
+
+Written by ``scripts/prepare_data.py`` as ``DATA_CARD.md``; the data module logs the same counts at set-up.
+The expected mix is counted from the sampler's actual plan for epoch 0, not estimated from the weights.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from lit_align.data.prepare import SourceReport, bucket_of
+
+
+def expected_mix(plan: Sequence[Sequence[int]], examples: Sequence[dict], bounds: list[int]) -> dict:
+    """Counts by source, language and bucket over a plan of batches, and its padding fraction in tokens."""
+    by_source, by_lang, by_bucket = Counter(), Counter(), Counter()
+    real = padded = 0
+    for batch in plan:
+        lengths = [examples[i]["length"] for i in batch]
+        real += sum(lengths)
+        padded += max(lengths) * len(lengths)
+        for i in batch:
+            by_source[examples[i]["source"]] += 1
+            by_lang[examples[i]["lang"]] += 1
+            by_bucket[bucket_of(examples[i]["length"], bounds)] += 1
+    return {
+        "batches": len(plan),
+        "examples": sum(by_source.values()),
+        "source": by_source,
+        "lang": by_lang,
+        "bucket": by_bucket,
+        "padding_fraction": 1 - real / padded if padded else 0.0,
+    }
+
+
+def _share(counter: Counter, key) -> str:
+    total = sum(counter.values())
+    return f"{counter[key]} ({counter[key] / total:.1%})" if total else "0"
+
+
+def _source_tables(reports: list[SourceReport], bounds: list[int]) -> list[str]:
+    langs = sorted({lang for r in reports for lang in r.languages})
+    lines = [
+        "| source | path | format | rows read | records | examples | truncated | "
+        + " | ".join(f"lang {lang}" for lang in langs)
+        + " |",
+        "|---|---|---|---:|---:|---:|---:|" + "---:|" * len(langs),
+    ]
+    for r in reports:
+        cells = [r.name, f"`{r.path}`", r.format, r.counts["rows_read"], r.counts["records"], r.counts["examples"]]
+        cells += [r.counts["truncated"]] + [_share(r.languages, lang) for lang in langs]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += ["", "Rows and records not used, by reason (`skipped/` by the reader, `error/` malformed and skipped, "]
+    lines += ["`dropped/` by cleaning; `dropped/duplicate` counts duplicates removed):", ""]
+    drops = [(r.name, reason, n) for r in reports for reason, n in r.drops.items()]
+    if drops:
+        lines += ["| source | reason | count |", "|---|---|---:|"]
+        lines += [f"| {name} | {reason} | {n} |" for name, reason, n in drops]
+    else:
+        lines.append("None.")
+    lines += ["", "Examples per length bucket (tokens, with the run's tokenizer):", ""]
+    lines.append("| source | " + " | ".join(f"≤{b}" for b in bounds) + " |")
+    lines.append("|---|" + "---:|" * len(bounds))
+    for r in reports:
+        lines.append(f"| {r.name} | " + " | ".join(str(r.buckets[b]) for b in bounds) + " |")
+    return lines
+
+
+def render_data_card(
+    splits: dict[str, list[SourceReport]], bounds: list[int], settings: dict, mix: dict | None = None
+) -> str:
+    """Markdown for ``DATA_CARD.md``: one section per split, then the expected training mix."""
+    lines = ["# Data card", ""]
+    lines += [f"- {key}: `{value}`" for key, value in settings.items()]
+    for split, reports in splits.items():
+        lines += ["", f"## {split}", ""]
+        lines += _source_tables(reports, bounds) if reports else ["No sources."]
+    if mix is not None:
+        lines += ["", "## Expected training mix (epoch 0 of the sampler's plan)", ""]
+        lines.append(
+            f"{mix['batches']} batches, {mix['examples']} examples on all ranks together; padding is "
+            f"{mix['padding_fraction']:.1%} of the tokens in a batch."
+        )
+        for title, key in (("source", "source"), ("language", "lang"), ("length bucket (tokens)", "bucket")):
+            lines += ["", f"| {title} | examples |", "|---|---:|"]
+            label = (lambda k: f"≤{k}") if key == "bucket" else str
+            lines += [f"| {label(k)} | {_share(mix[key], k)} |" for k in sorted(mix[key])]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,177 @@
+"""From sources to tokenised examples, with a count for every record that does not make it.
+
+This is the whole preparation pipeline, shared by the data module (at set-up) and ``scripts/prepare_data.py``
+(which writes the records and the data card): read each source in its format, normalise, filter and
+de-duplicate across sources, tokenise with the run's tokenizer and chat template, and measure every example's
+real token length for the length buckets. Each source gets a `SourceReport`, so the data card can say where
+every row went.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from lit_align.data.clean import clean_records
+from lit_align.data.read import read_source, source_name
+from lit_align.data.tokenize import tokenize_preference, tokenize_sft
+
+
+@dataclass
+class DataSource:
+    """One dataset in a recipe's ``data.train`` or ``data.val`` list."""
+
+    path: str
+    """A local file (.jsonl, .json, .parquet, .csv) or directory, or a hub dataset name for ``load_dataset``."""
+    format: str = "auto"
+    """Record format (``messages``, ``sharegpt``, ``alpaca``, ``preference``, ``hh_rlhf``, ...) or ``auto``."""
+    name: str | None = None
+    """Name in logs and the data card; the file name by default. Names must differ between sources."""
+    split: str = "train"
+    """Split to read from a hub dataset."""
+    weight: float | None = None
+    """Relative sampling weight. When no source sets one, sources mix in proportion to their size; when some do,
+    unset weights count as 1.0."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Format options, e.g. ``{min_score_gap: 1.0}`` for UltraFeedback or ``{axis: safer}`` for PKU-SafeRLHF."""
+    min_zh_ratio: float | None = None
+    """Drop this source's records whose share of Chinese characters is below this (e.g. 0.3 for a Chinese
+    source that holds some English rows); overrides the data module's ``min_zh_ratio``."""
+
+
+@dataclass
+class SourceReport:
+    """What happened to one source's rows."""
+
+    name: str
+    path: str
+    format: str
+    counts: Counter = field(default_factory=Counter)
+    """``rows_read``, ``records``, ``examples``, ``truncated``; reasons under ``skipped/``, ``error/``, ``dropped/``."""
+    languages: Counter = field(default_factory=Counter)
+    """Examples per language."""
+    buckets: Counter = field(default_factory=Counter)
+    """Examples per length bucket, keyed by the bucket's upper bound in tokens."""
+
+    @property
+    def drops(self) -> dict[str, int]:
+        prefixes = ("skipped/", "error/", "dropped/")
+        return {k: v for k, v in sorted(self.counts.items()) if k.startswith(prefixes)}
+
+
+@dataclass
+class PreparedData:
+    examples: list[dict]
+    """Tokenised examples with their ``length`` (tokens), ``lang`` and ``source``."""
+    records: list[dict]
+    """The cleaned internal records behind ``examples``, in the same order."""
+    reports: list[SourceReport]
+
+
+def effective_bounds(bucket_bounds: list[int] | tuple[int, ...], max_length: int) -> list[int]:
+    """Bucket upper bounds below ``max_length``, then ``max_length`` itself: nothing is longer than that."""
+    return sorted({b for b in bucket_bounds if b < max_length} | {max_length})
+
+
+def bucket_of(length: int, bounds: list[int]) -> int:
+    """Upper bound of the bucket holding ``length``: bucket ``i`` holds ``(bounds[i-1], bounds[i]]``."""
+    return bounds[min(bisect.bisect_left(bounds, length), len(bounds) - 1)]
+
+
+def prepare_sources(
+    sources: list[DataSource],
+    tokenizer,
+    *,
+    task: str,
+    max_length: int,
+    max_prompt_length: int | None = None,
+    bucket_bounds: list[int] | tuple[int, ...] = (256, 1024, 2048),
+    on_error: str = "raise",
+    dedupe: bool = True,
+    min_zh_ratio: float | None = None,
+    nfkc: bool = True,
+    max_rows: int | None = None,
+) -> PreparedData:
+    """Read, clean, de-duplicate (across all ``sources``) and tokenise; see the module docstring."""
+    names = [source.name or _default_name(source) for source in sources]
+    if len(set(names)) != len(names):
+        raise ValueError(f"data sources need distinct names (set `name:`), got {names}")
+    bounds = effective_bounds(bucket_bounds, max_length)
+    seen: set[str] = set()
+    examples, kept_records, reports = [], [], []
+    for source, name in zip(sources, names, strict=True):
+        report = SourceReport(name, source.path, source.format)
+        records, read_counts = read_source(
+            source.path,
+            source.format,
+            name=name,
+            split=source.split,
+            on_error=on_error,
+            options=source.options,
+            max_rows=max_rows,
+        )
+        for key, value in read_counts.items():
+            report.counts[_read_key(key)] += value
+        report.counts["records"] = len(records)
+        ratio = min_zh_ratio if source.min_zh_ratio is None else source.min_zh_ratio
+        records, drops = clean_records(records, dedupe=dedupe, min_zh_ratio=ratio, nfkc=nfkc, seen=seen)
+        report.counts.update({f"dropped/{reason}": n for reason, n in drops.items()})
+        for record in records:
+            example = tokenize_record(record, tokenizer, task, max_length, max_prompt_length, report.counts)
+            if example is None:
+                continue
+            example.update(lang=record["lang"], source=name)
+            report.languages[record["lang"]] += 1
+            report.buckets[bucket_of(example["length"], bounds)] += 1
+            examples.append(example)
+            kept_records.append(record)
+        report.counts["examples"] = sum(report.languages.values())
+        reports.append(report)
+    return PreparedData(examples, kept_records, reports)
+
+
+def tokenize_record(
+    record: dict, tokenizer, task: str, max_length: int, max_prompt_length: int | None, counts: Counter
+) -> dict | None:
+    """Token ids and labels of one record for ``task`` (``sft`` or ``preference``), or None (counted)."""
+    if task == "preference":
+        if "chosen" not in record:
+            raise ValueError(
+                f"source {record.get('source')!r} row {record.get('row')} is chat (SFT) data, but this module "
+                "trains on preference pairs: give sources with prompt/chosen/rejected"
+            )
+        chosen, rejected = tokenize_preference(
+            tokenizer, record["prompt"], record["chosen"], record["rejected"], max_length, max_prompt_length
+        )
+        if chosen.n_label_tokens == 0 or rejected.n_label_tokens == 0:
+            counts["dropped/no_completion_tokens_after_truncation"] += 1
+            return None
+        counts["truncated"] += chosen.truncated or rejected.truncated
+        return {
+            "chosen_input_ids": chosen.input_ids,
+            "chosen_labels": chosen.labels,
+            "rejected_input_ids": rejected.input_ids,
+            "rejected_labels": rejected.labels,
+            "length": max(len(chosen.input_ids), len(rejected.input_ids)),
+        }
+    # Preference records feed SFT as prompt + chosen: the usual "SFT on the preferred answers" step.
+    messages = record["messages"] if "messages" in record else record["prompt"] + record["chosen"]
+    example = tokenize_sft(tokenizer, messages, max_length)
+    if example.n_label_tokens == 0:
+        counts["dropped/no_assistant_tokens_after_truncation"] += 1
+        return None
+    counts["truncated"] += example.truncated
+    return {"input_ids": example.input_ids, "labels": example.labels, "length": len(example.input_ids)}
+
+
+def _read_key(key: str) -> str:
+    if key == "rows_read":
+        return key
+    return f"error/{key.removeprefix('error:')}" if key.startswith("error:") else f"skipped/{key}"
+
+
+def _default_name(source: DataSource) -> str:
+    name = source_name(source.path)
+    return name if source.split == "train" or "/" not in name else f"{name}:{source.split}"
