@@ -31,6 +31,8 @@ class DataSource:
     """Name in logs and the data card; the file name by default. Names must differ between sources."""
     split: str = "train"
     """Split to read from a hub dataset."""
+    subset: str | None = None
+    """Configuration (subset) name of a hub dataset, the second argument of ``load_dataset``."""
     weight: float | None = None
     """Relative sampling weight. When no source sets one, sources mix in proportion to their size; when some do,
     unset weights count as 1.0."""
@@ -111,6 +113,7 @@ def prepare_sources(
             on_error=on_error,
             options=source.options,
             max_rows=max_rows,
+            subset=source.subset,
         )
         for key, value in read_counts.items():
             report.counts[_read_key(key)] += value

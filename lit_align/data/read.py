@@ -39,6 +39,7 @@ def read_source(
     on_error: str = "raise",
     options: dict | None = None,
     max_rows: int | None = None,
+    subset: str | None = None,
 ) -> tuple[list[dict], Counter]:
     """Return the records of `path` (with ``source`` and ``row`` set) and a Counter of what happened.
 
@@ -51,7 +52,8 @@ def read_source(
     if format != "auto" and format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; expected 'auto' or one of {sorted(FORMATS)}")
     reader = _Reader(name or source_name(path), on_error, options or {})
-    stream = islice(iter_rows(path, split, on_bad_row=reader.unreadable_row if on_error == "skip" else None), max_rows)
+    on_bad_row = reader.unreadable_row if on_error == "skip" else None
+    stream = islice(iter_rows(path, split, on_bad_row=on_bad_row, subset=subset), max_rows)
     for file, group in groupby(stream, key=itemgetter(0)):
         reader.read_file(file, ((line, row) for _, line, row in group), format)
     if reader.warned > MAX_WARNINGS:

@@ -33,7 +33,9 @@ Row = tuple[str, int, dict]
 BadRowHandler = Callable[[DataFormatError], None]
 
 
-def iter_rows(path: str, split: str = "train", *, on_bad_row: BadRowHandler | None = None) -> Iterator[Row]:
+def iter_rows(
+    path: str, split: str = "train", *, on_bad_row: BadRowHandler | None = None, subset: str | None = None
+) -> Iterator[Row]:
     """Yield ``(file, line, row)`` for every row under `path`.
 
     A line that is not valid JSON or not a JSON object raises `DataFormatError`; when `on_bad_row` is given
@@ -54,7 +56,7 @@ def iter_rows(path: str, split: str = "train", *, on_bad_row: BadRowHandler | No
     elif _suffix(local) in SUFFIXES or local.is_absolute() or str(path).startswith("."):
         raise FileNotFoundError(f"no such data file or directory: {path}")
     else:
-        yield from _iter_hub(str(path), split, on_bad_row)
+        yield from _iter_hub(str(path), split, on_bad_row, subset)
 
 
 def _suffix(path: Path) -> str:
@@ -143,11 +145,12 @@ def _csv_rows(file: Path) -> Iterator[tuple[int, object]]:
         yield from enumerate(csv.DictReader(handle), start=1)
 
 
-def _iter_hub(name: str, split: str, on_bad_row: BadRowHandler | None) -> Iterator[Row]:
-    """Stream a hub dataset; rows are numbered by index + 1 and the 'file' is the dataset name."""
+def _iter_hub(name: str, split: str, on_bad_row: BadRowHandler | None, subset: str | None = None) -> Iterator[Row]:
+    """Stream a hub dataset (``subset`` is its configuration name); rows are numbered by index + 1 and the
+    'file' is the dataset name."""
     from datasets import load_dataset
 
-    dataset = load_dataset(name, split=split)
+    dataset = load_dataset(name, subset, split=split)
     for number, row in enumerate(dataset, start=1):
         if not isinstance(row, dict):
             _bad(DataFormatError(name, number, None, f"expected a mapping row, got {_kind(row)}"), on_bad_row)

@@ -143,3 +143,19 @@ def test_blank_lines_keep_line_numbers(tmp_path):
     path = write_lines(tmp_path / "gaps.jsonl", [dump(ALPACA), "", dump({"instruction": "q"})])
     with pytest.raises(DataFormatError, match=r"gaps.jsonl:3: field 'output'"):
         read_source(str(path))
+
+
+def test_hub_names_go_through_load_dataset_with_split_and_subset(monkeypatch):
+    calls = []
+
+    def fake_load_dataset(name, subset=None, split=None):
+        calls.append((name, subset, split))
+        return [{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}, {"prompt": "Hi", "chosen": "Yo"}]
+
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    records, counts = read_source("org/pairs", "preference", split="test", subset="en", on_error="skip")
+    assert calls == [("org/pairs", "en", "test")]
+    assert len(records) == 1 and records[0]["source"] == "org/pairs" and records[0]["row"] == 0
+    assert counts["rows_read"] == 2 and counts["error:rejected"] == 1
