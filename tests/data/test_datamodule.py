@@ -39,9 +39,9 @@ def test_reports_count_every_row(mixed):
     assert zh.counts["records"] == 1218 and zh.counts["dropped/below_min_zh_ratio"] == 31
     for r in reports.values():
         assert r.counts["examples"] == sum(r.languages.values()) == sum(r.buckets.values())
-        assert r.counts["examples"] + sum(v for k, v in r.drops.items() if k.startswith("dropped/")) == r.counts[
-            "records"
-        ]
+        assert (
+            r.counts["examples"] + sum(v for k, v in r.drops.items() if k.startswith("dropped/")) == r.counts["records"]
+        )
 
 
 def test_batches_come_from_one_bucket_and_hold_the_language_share(mixed):
