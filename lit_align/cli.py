@@ -6,6 +6,9 @@ are linked from the model to the data module, so a recipe never states them twic
 
 from __future__ import annotations
 
+import os
+import sys
+
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
@@ -36,6 +39,9 @@ class AlignCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
+    # Like `python -m`, let `class_path` name a module in the working directory (your own algorithm's file).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     AlignCLI(
         AlignModule,
         AlignDataModule,
