@@ -42,6 +42,8 @@ def main(args: list[str] | None = None) -> None:
     # Like `python -m`, let `class_path` name a module in the working directory (your own algorithm's file).
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    # Tokenisation happens before DataLoader workers fork; without this, tokenizers warns in every worker.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     AlignCLI(
         AlignModule,
         AlignDataModule,

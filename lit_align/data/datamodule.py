@@ -120,9 +120,11 @@ class AlignDataModule(LightningDataModule):
         self.tokenizer = load_tokenizer(self.tokenizer_path)
         self.train_data = self.prepare_split(self.train_sources)
         self.val_data = self.prepare_split(self.val_sources)
-        if self.max_val_examples is not None:
-            self.val_data.examples = self.val_data.examples[: self.max_val_examples]
         self._report()
+        if self.max_val_examples is not None and len(self.val_data.examples) > self.max_val_examples:
+            total = len(self.val_data.examples)
+            rank_zero_info(f"validation uses the first {self.max_val_examples} of {total} examples")
+            self.val_data.examples = self.val_data.examples[: self.max_val_examples]
 
     def prepare_split(self, sources: list[DataSource], max_rows: int | None = None) -> PreparedData:
         if self.tokenizer is None:
