@@ -1,0 +1,169 @@
+"""How β is chosen for a batch of preference pairs, as a replaceable piece of ``BetaDPOModule``.
+
+A rule sees the batch's implicit-reward margins (``beta_dpo_margins``) and decides the β of the sigmoid
+DPO loss and which pairs train. Rules are ``nn.Module``s so that whatever they carry across steps (running
+statistics, a learnable β) sits in buffers or parameters: checkpoints hold it, a resumed run continues it,
+and the optimizer sees it. A rule never imports ``torch.distributed``; the module hands it ``gather``, a
+function that concatenates a tensor over every rank (``None`` on one process).
+
+A new rule is a subclass of ``BetaRule`` with plain constructor arguments, named in YAML::
+
+    model:
+      class_path: lit_align.modules.beta_dpo.BetaDPOModule
+      init_args:
+        beta_rule:
+          class_path: my_package.rules.MyRule
+          init_args: {beta: 0.1, ...}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from lit_align.losses.beta_dpo import batch_beta, filter_pairs, update_margin_stats
+
+Gather = Callable[[torch.Tensor], torch.Tensor]
+
+
+class BetaDecision(NamedTuple):
+    beta: torch.Tensor  # scalar, or [B] for a per-pair β; detached unless the rule learns β
+    keep: torch.Tensor  # [B] bool, the local pairs whose loss is averaged
+
+
+class BetaRule(nn.Module):
+    """Base of the β rules.
+
+    Args:
+        beta: The base β (β0). ``BetaDPOModule`` requires it to equal the module's ``beta``, which scales
+            the logged rewards, so the two cannot silently disagree.
+    """
+
+    def __init__(self, beta: float = 0.1) -> None:
+        super().__init__()
+        if beta <= 0:
+            raise ValueError(f"beta must be positive, got {beta}")
+        self.beta = float(beta)
+
+    def forward(self, margins: torch.Tensor, gather: Gather | None = None) -> BetaDecision:
+        """β and the kept pairs for this batch; ``margins`` is ``[B]`` and detached."""
+        raise NotImplementedError
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        """Scalars describing the last decision, logged under ``train/`` or ``val/``."""
+        return {}
+
+    def _keep_all(self, margins: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(margins, dtype=torch.bool)
+
+
+class FixedBeta(BetaRule):
+    """A constant β and every pair: with it ``BetaDPOModule`` is DPO (the control run)."""
+
+    def forward(self, margins: torch.Tensor, gather: Gather | None = None) -> BetaDecision:
+        self._beta = torch.tensor(self.beta, dtype=margins.dtype, device=margins.device)
+        return BetaDecision(self._beta, self._keep_all(margins))
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        return {"beta/used": getattr(self, "_beta", torch.tensor(self.beta))}
+
+
+class BatchAdaptiveBeta(BetaRule):
+    """β-DPO's rule (Wu et al. 2024): a β per batch from how its margins compare with their running mean,
+    and margin-guided filtering of outlying pairs.
+
+    In training mode, for each batch (each micro-batch under gradient accumulation, as the authors):
+
+    1. gather the margins over all ranks and update the running ``margin_mean`` and ``margin_std``
+       (``update_margin_stats``) *before* the loss, as the authors do;
+    2. keep ``floor(B·keep_fraction)`` of this rank's pairs, drawn with Gaussian weights around the running
+       mean (``filter_pairs``);
+    3. gather which pairs were kept and set ``β = β0·(1 + α·(mean(M_kept) - M0))`` (``batch_beta``).
+
+    Across ranks this differs from the authors' code in one respect: they draw from the gathered batch on
+    every rank with each rank's own random state, so ranks can disagree on the kept set and on β; here each
+    rank draws among its own pairs and β comes from the kept margins of all ranks, so every rank uses the
+    same β. On one process the two are the same.
+
+    In eval mode (validation) the statistics are not updated, every pair counts and β is β0: the
+    validation loss is then the plain DPO loss and compares with a DPO run. (The authors' evaluation updates
+    the statistics and filters too.)
+
+    Args:
+        beta: β0.
+        alpha: Scaling factor α of the margin shift (the authors' ``a``; their example uses 0.6, 0 gives a
+            constant β).
+        keep_fraction: Share of pairs that train, ``1 - ρ`` (the authors' ``mode_weight`` is ρ = 0.2). 1
+            turns filtering off.
+        momentum: γ of the running statistics (0.9 in the authors' code).
+    """
+
+    def __init__(self, beta: float = 0.1, alpha: float = 0.6, keep_fraction: float = 0.8, momentum: float = 0.9):
+        super().__init__(beta)
+        if not 0.0 < keep_fraction <= 1.0:
+            raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.alpha = alpha
+        self.keep_fraction = keep_fraction
+        self.momentum = momentum
+        self.register_buffer("margin_mean", torch.zeros(()))
+        self.register_buffer("margin_std", torch.zeros(()))
+        self._last: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def forward(self, margins: torch.Tensor, gather: Gather | None = None) -> BetaDecision:
+        margins = margins.detach().reshape(-1)
+        if not self.training:
+            return self._decide(torch.tensor(self.beta, device=margins.device), self._keep_all(margins))
+        everyone = gather(margins).reshape(-1) if gather is not None else margins
+        mean, std = update_margin_stats(self.margin_mean, self.margin_std, everyone, self.momentum)
+        self.margin_mean.copy_(mean)
+        self.margin_std.copy_(std)
+        keep = filter_pairs(margins, mean, std, self.keep_fraction)
+        everyone_kept = gather(keep.float()).reshape(-1) > 0.5 if gather is not None else keep
+        return self._decide(batch_beta(self.beta, self.alpha, everyone[everyone_kept], mean), keep, everyone_kept)
+
+    def _decide(self, beta: torch.Tensor, keep: torch.Tensor, everyone_kept: torch.Tensor | None = None):
+        everyone_kept = keep if everyone_kept is None else everyone_kept
+        self._last = {"beta/used": beta, "filter/kept_fraction": everyone_kept.float().mean()}
+        return BetaDecision(beta, keep)
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        return {
+            "beta/used": self._last.get("beta/used", torch.tensor(self.beta)),
+            "margin/ema_mean": self.margin_mean.clone(),
+            "margin/ema_std": self.margin_std.clone(),
+            "filter/kept_fraction": self._last.get("filter/kept_fraction", torch.tensor(1.0)),
+        }
+
+
+class LearnableBeta(BetaRule):
+    """A single β learned by the optimizer with the policy, in log space (``β = exp(log_beta)`` stays
+    positive); every pair trains. An experiment, not a recommendation.
+
+    For one pair with margin ``h`` the sigmoid loss ``-log σ(β·h)`` has ``∂L/∂β = -h·σ(-β·h)`` and
+    ``∂L/∂log β = -β·h·σ(-β·h)``. Gradient descent therefore raises β whenever the batch's margins are
+    positive on balance, which is what DPO training makes them, and the loss keeps falling as β grows
+    (``-log σ(β·h) → 0`` for ``h > 0``): nothing inside the loss bounds β. It starts at zero gradient (policy
+    = reference, ``h = 0``) and shrinks β on batches whose margins are negative. A larger β also scales the
+    policy's own gradient, so a run with this rule drifts from the reference faster as it goes. Restrain it
+    (a prior on ``log_beta``, a clamp, a separate learning rate) in a subclass if that is not the point.
+
+    ``log_beta`` is a 0-dim parameter, so ``parameter_groups`` gives it no weight decay; it shares the
+    policy's learning rate. The logged rewards keep using β0, the module's ``beta``.
+    """
+
+    def __init__(self, beta: float = 0.1) -> None:
+        super().__init__(beta)
+        self.log_beta = nn.Parameter(torch.tensor(math.log(beta)))
+
+    def forward(self, margins: torch.Tensor, gather: Gather | None = None) -> BetaDecision:
+        return BetaDecision(self.log_beta.exp(), self._keep_all(margins))
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        return {"beta/used": self.log_beta.detach().exp()}
