@@ -4,22 +4,36 @@ Nothing here knows about models, tokenizers, devices or logging: a loss takes th
 computed and returns per-example losses and implicit rewards. That keeps every formula testable with
 hand-picked numbers and lets a new loss be written without touching the training loop.
 
+The variants share one function because they share one quantity: the margin ``beta * h`` between the chosen
+and rejected log-ratios. A variant changes how the margin is formed (SimPO, R-DPO), which function of it is
+minimised (sigmoid, robust, IPO, hinge), or what is added to the result (RPO's NLL term).
+
 References:
 - DPO: Rafailov et al. 2023, "Direct Preference Optimization: Your Language Model is Secretly a Reward Model".
 - Conservative DPO (label smoothing): the DPO authors' code and Mitchell 2023, "A note on DPO with noisy
   preferences".
+- Robust DPO: Chowdhury et al. 2024, "Provably Robust DPO: Aligning Language Models with Noisy Feedback".
 - IPO: Azar et al. 2023, "A General Theoretical Paradigm to Understand Learning from Human Preferences".
 - Hinge: the SLiC-HF calibration loss (Zhao et al. 2023) applied to the DPO log-ratio.
+- SimPO: Meng et al. 2024, "SimPO: Simple Preference Optimization with a Reference-Free Reward".
+- R-DPO: Park et al. 2024, "Disentangling Length from Quality in Direct Preference Optimization".
+- RPO: Pang et al. 2024, "Iterative Reasoning Preference Optimization".
 """
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
 
-DPOLossType = Literal["sigmoid", "ipo", "hinge"]
+DPOLossType = Literal["sigmoid", "robust", "ipo", "hinge", "simpo"]
+
+AVERAGED_LOSS_TYPES = ("ipo", "simpo")
+"""Loss types defined on log-probs averaged over the completion's tokens: the caller divides before calling."""
+
+REFERENCE_FREE_LOSS_TYPES = ("simpo",)
+"""Loss types that ignore the reference log-probs: the caller can skip the reference forward."""
 
 
 class DPOLossOutput(NamedTuple):
@@ -36,38 +50,92 @@ def dpo_loss(
     beta: float | torch.Tensor = 0.1,
     loss_type: DPOLossType = "sigmoid",
     label_smoothing: float = 0.0,
+    *,
+    simpo_gamma: float = 0.5,
+    length_penalty: float = 0.0,
+    chosen_lengths: torch.Tensor | None = None,
+    rejected_lengths: torch.Tensor | None = None,
+    rpo_alpha: float = 0.0,
+    chosen_nll: torch.Tensor | None = None,
 ) -> DPOLossOutput:
     """Per-example DPO losses and implicit rewards.
 
-    With ``h = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)``:
+    With ``h = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)`` and the margin
+    ``z = beta * h``, ``eps = label_smoothing``:
 
-    - ``sigmoid``: ``-(1 - eps) * logsigmoid(beta * h) - eps * logsigmoid(-beta * h)``. ``eps`` is
-      ``label_smoothing``, the probability that a label is flipped (conservative DPO, as in the DPO authors'
-      code). Current TRL's ``sigmoid`` ignores ``label_smoothing``: with ``eps > 0`` our curves differ from
-      a TRL run by design; with ``eps = 0`` they are the same loss.
+    - ``sigmoid``: ``-(1 - eps) * logsigmoid(z) - eps * logsigmoid(-z)``. ``eps`` is the probability that a
+      label is flipped (conservative DPO, as in the DPO authors' code). Current TRL's ``sigmoid`` ignores
+      ``label_smoothing``: with ``eps > 0`` our curves differ from a TRL run by design; with ``eps = 0`` they
+      are the same loss.
+    - ``robust``: ``((1 - eps) * -logsigmoid(z) - eps * -logsigmoid(-z)) / (1 - 2 * eps)``, Chowdhury et al.'s
+      unbiased estimate of the clean loss under label flips with probability ``eps``, with the paper's and
+      TRL's ``robust`` signs: averaged over a flip, ``(1 - eps) * R(z) + eps * R(-z)`` is exactly
+      ``-logsigmoid(z)``. It equals ``-logsigmoid(z) - eps * z / (1 - 2 * eps)``: unlike ``sigmoid`` with
+      smoothing it is unbounded below and keeps pushing ``h`` up at any margin; ``eps = 0`` is ``sigmoid``.
     - ``ipo``: ``(h - 1 / (2 * beta)) ** 2``. The IPO paper's results use log-probs averaged over the
-      completion's tokens; the caller passes those (``DPOModule`` does when ``loss_type="ipo"``).
-    - ``hinge``: ``relu(1 - beta * h)``.
+      completion's tokens; the caller passes those (see ``AVERAGED_LOSS_TYPES``).
+    - ``hinge``: ``relu(1 - z)``.
+    - ``simpo``: ``sigmoid`` on ``z = beta * (policy_chosen - policy_rejected) - simpo_gamma``, with
+      per-token-averaged log-probs (the caller averages) and the reference ignored (Meng et al. 2024).
+      ``simpo_gamma`` is the paper's target margin ``gamma`` itself, as TRL's CPO ``simpo_gamma``; the authors'
+      scripts set ``gamma_beta_ratio = gamma / beta`` instead (beta 2.0 with ratio 0.5 is gamma 1.0).
+      Rewards are ``beta * policy`` log-probs.
 
-    Rewards are ``beta * (policy - reference)`` per completion, detached: they are metrics, not targets.
+    ``length_penalty`` (R-DPO, Park et al. 2024) adds ``alpha * (|y_w| - |y_l|)`` to the margin:
+    ``z = beta * h + length_penalty * (chosen_lengths - rejected_lengths)``, lengths in completion tokens.
+    The sign comes from penalising length in the RLHF objective, ``r(x, y) - alpha * |y|``: the reward implied
+    by the policy is then ``beta * log-ratio + alpha * |y|``, so a pair whose chosen answer is the longer one
+    is already partly "explained" by length and pushes the log-ratio less, while a pair whose chosen answer is
+    shorter pushes it more. The policy stops being paid for length. ``alpha`` is not multiplied by ``beta``:
+    it moves the margin by ``alpha`` per token of length difference. It applies to every type but ``ipo``
+    (which has no margin).
+
+    ``rpo_alpha`` (RPO, Pang et al. 2024) adds ``rpo_alpha * chosen_nll`` to every loss, ``chosen_nll`` being
+    the per-example mean token NLL of the chosen answer, computed by the caller. As TRL's ``rpo_alpha``, the
+    weight is on the NLL term (1.0 in the paper's experiments). TRL averages the NLL over all chosen tokens of
+    the batch, so long answers weigh more there; here each pair's mean counts once.
+
+    Rewards are ``beta * (policy - reference)`` per completion, detached: they are metrics, not targets; the
+    length term and the NLL are not part of them.
 
     Example (sigmoid, beta=0.5, eps=0): policy logps chosen -1, rejected -3; reference -2 and -2.
     h = (-1 + 2) - (-3 + 2) = 2, so loss = -logsigmoid(1) = log(1 + e^-1) = 0.3133; rewards 0.5 and -0.5.
     """
+    if loss_type not in get_args(DPOLossType):
+        raise ValueError(f"unknown DPO loss_type {loss_type!r}; expected one of {', '.join(get_args(DPOLossType))}")
     if not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
-    chosen_logratios = policy_chosen_logps - reference_chosen_logps
-    rejected_logratios = policy_rejected_logps - reference_rejected_logps
+    if loss_type in REFERENCE_FREE_LOSS_TYPES:
+        chosen_logratios, rejected_logratios = policy_chosen_logps, policy_rejected_logps
+    else:
+        chosen_logratios = policy_chosen_logps - reference_chosen_logps
+        rejected_logratios = policy_rejected_logps - reference_rejected_logps
     h = chosen_logratios - rejected_logratios
 
-    if loss_type == "sigmoid":
-        losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    z = beta * h
+    if length_penalty:
+        if chosen_lengths is None or rejected_lengths is None:
+            raise ValueError("length_penalty (R-DPO) needs chosen_lengths and rejected_lengths")
+        if loss_type == "ipo":
+            raise ValueError("length_penalty (R-DPO) shifts the logistic margin; loss_type ipo has none")
+        z = z + length_penalty * (chosen_lengths - rejected_lengths)
+    if loss_type == "simpo":
+        z = z - simpo_gamma
+
+    eps = label_smoothing
+    if loss_type in ("sigmoid", "simpo"):
+        losses = -(1 - eps) * F.logsigmoid(z) - eps * F.logsigmoid(-z)
+    elif loss_type == "robust":
+        losses = (-(1 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1 - 2 * eps)
     elif loss_type == "ipo":
         losses = (h - 1 / (2 * beta)) ** 2
-    elif loss_type == "hinge":
-        losses = torch.relu(1 - beta * h)
     else:
-        raise ValueError(f"unknown DPO loss_type {loss_type!r}; expected one of sigmoid, ipo, hinge")
+        losses = torch.relu(1 - z)
+
+    if rpo_alpha:
+        if chosen_nll is None:
+            raise ValueError("rpo_alpha (RPO) needs chosen_nll")
+        losses = losses + rpo_alpha * chosen_nll
 
     chosen_rewards = (beta * chosen_logratios).detach()
     rejected_rewards = (beta * rejected_logratios).detach()

@@ -15,7 +15,13 @@ from typing import Literal
 import torch
 
 from lit_align.constants import IGNORE_INDEX
-from lit_align.losses.dpo import DPOLossType, dpo_loss, preference_metrics
+from lit_align.losses.dpo import (
+    AVERAGED_LOSS_TYPES,
+    REFERENCE_FREE_LOSS_TYPES,
+    DPOLossType,
+    dpo_loss,
+    preference_metrics,
+)
 from lit_align.models.loading import disable_dropout, load_causal_lm
 from lit_align.modules.base import AlignModule
 from lit_align.modules.logps import sequence_logps
@@ -56,8 +62,17 @@ class DPOModule(AlignModule):
 
     Args:
         beta: Strength of the KL penalty towards the reference (the DPO paper's beta).
-        loss_type: ``sigmoid`` (the DPO loss), ``ipo`` (fed per-token-averaged log-probs) or ``hinge``.
-        label_smoothing: Assumed probability that a preference label is flipped (conservative DPO, sigmoid only).
+        loss_type: ``sigmoid`` (the DPO loss), ``robust`` (robust DPO), ``ipo`` (fed per-token-averaged
+            log-probs), ``hinge`` or ``simpo`` (per-token-averaged log-probs and no reference: ``reference`` must
+            be ``auto`` or ``none``). Formulas in ``lit_align.losses.dpo.dpo_loss``.
+        label_smoothing: Assumed probability that a preference label is flipped (conservative DPO for sigmoid
+            and simpo, the noise rate for robust).
+        simpo_gamma: SimPO's target margin gamma (TRL's ``simpo_gamma``; gamma = beta * the authors'
+            ``gamma_beta_ratio``). Only read by ``simpo``.
+        length_penalty: R-DPO's alpha: adds ``alpha * (|y_w| - |y_l|)`` (completion tokens) to the margin so the
+            policy is not paid for length. 0 turns it off.
+        rpo_alpha: RPO's weight of an NLL term on the chosen completion (per-token mean), logged as
+            ``nll_loss``. 0 turns it off.
         reference: ``copy`` keeps a frozen copy of the starting model; ``adapter_off`` uses the policy with its
             LoRA adapter switched off (no second copy in memory); ``none`` is reference-free (reference
             log-probs are 0); ``auto`` is ``adapter_off`` with LoRA and ``copy`` without.
@@ -75,12 +90,19 @@ class DPOModule(AlignModule):
         beta: float = 0.1,
         loss_type: DPOLossType = "sigmoid",
         label_smoothing: float = 0.0,
+        simpo_gamma: float = 0.5,
+        length_penalty: float = 0.0,
+        rpo_alpha: float = 0.0,
         reference: ReferenceMode = "auto",
         reference_model_name_or_path: str | None = None,
         disable_dropout: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(model_name_or_path, **kwargs)
+        if loss_type in REFERENCE_FREE_LOSS_TYPES:
+            if reference not in ("auto", "none"):
+                raise ValueError(f"loss_type {loss_type} is reference-free: set reference: none (or auto)")
+            reference = "none"
         if reference == "auto":
             reference = "adapter_off" if self.lora is not None else "copy"
         if reference == "adapter_off" and self.lora is None:
@@ -90,6 +112,9 @@ class DPOModule(AlignModule):
         self.beta = beta
         self.loss_type = loss_type
         self.label_smoothing = label_smoothing
+        self.simpo_gamma = simpo_gamma
+        self.length_penalty = length_penalty
+        self.rpo_alpha = rpo_alpha
         self.reference_mode = reference
         self.reference_model_name_or_path = reference_model_name_or_path
         self.disable_dropout = disable_dropout
@@ -171,8 +196,9 @@ class DPOModule(AlignModule):
     def preference_loss(self, logps: PreferenceLogps) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Scalar loss and metrics (TRL names, without the ``train/`` or ``val/`` prefix) for a batch of pairs."""
         summed = logps
-        if self.loss_type == "ipo":
+        if self.loss_type in AVERAGED_LOSS_TYPES:
             logps = logps.averaged()
+        chosen_nll = -summed.policy_chosen / summed.chosen_tokens.clamp(min=1) if self.rpo_alpha else None
         out = dpo_loss(
             logps.policy_chosen,
             logps.policy_rejected,
@@ -181,10 +207,18 @@ class DPOModule(AlignModule):
             beta=self.beta,
             loss_type=self.loss_type,
             label_smoothing=self.label_smoothing,
+            simpo_gamma=self.simpo_gamma,
+            length_penalty=self.length_penalty,
+            chosen_lengths=summed.chosen_tokens,
+            rejected_lengths=summed.rejected_tokens,
+            rpo_alpha=self.rpo_alpha,
+            chosen_nll=chosen_nll,
         )
         metrics = preference_metrics(
             out.chosen_rewards, out.rejected_rewards, summed.policy_chosen, summed.policy_rejected
         )
+        if chosen_nll is not None:
+            metrics["nll_loss"] = chosen_nll.detach().mean()
         return out.losses.mean(), metrics
 
     # ---- steps --------------------------------------------------------------------------------------------

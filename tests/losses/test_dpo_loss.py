@@ -96,3 +96,95 @@ def test_bad_arguments_are_named():
         _loss(loss_type="nope")
     with pytest.raises(ValueError, match="label_smoothing"):
         _loss(label_smoothing=0.5)
+
+
+def test_robust_by_hand():
+    """With A = -logsigmoid(z) and B = -logsigmoid(-z) = A + z, the robust loss
+    ((1 - eps) A - eps B) / (1 - 2 eps) simplifies to A - eps z / (1 - 2 eps).
+
+    beta 0.5, h 2 -> z = 1, eps 0.1: 0.313262 - 0.1 / 0.8 = 0.313262 - 0.125 = 0.188262.
+    """
+    out = _loss(beta=0.5, loss_type="robust", label_smoothing=0.1)
+    assert_close(out.losses, torch.tensor([0.188262]), atol=1e-6, rtol=0)
+    # Rewards are DPO's: 0.5 and -0.5
+    assert_close(out.chosen_rewards, torch.tensor([0.5]))
+    assert_close(out.rejected_rewards, torch.tensor([-0.5]))
+
+
+def test_robust_is_unbiased_under_label_flips_and_sigmoid_without_noise():
+    # Chowdhury et al.: flipping a pair (h -> -h) with probability eps, the expected robust loss is the clean loss.
+    chosen, rejected, zeros = torch.tensor([-1.0, -4.0, -2.0]), torch.tensor([-3.0, -2.0, -2.5]), torch.zeros(3)
+    eps = 0.2
+    kept = dpo_loss(chosen, rejected, zeros, zeros, beta=0.7, loss_type="robust", label_smoothing=eps).losses
+    flipped = dpo_loss(rejected, chosen, zeros, zeros, beta=0.7, loss_type="robust", label_smoothing=eps).losses
+    clean = dpo_loss(chosen, rejected, zeros, zeros, beta=0.7).losses
+    assert_close((1 - eps) * kept + eps * flipped, clean)
+    assert_close(dpo_loss(chosen, rejected, zeros, zeros, beta=0.7, loss_type="robust").losses, clean)
+
+
+def test_simpo_by_hand_and_reference_free():
+    # Averaged log-probs -1 and -3, beta 0.5, gamma 0.5: z = 0.5 * 2 - 0.5 = 0.5, loss = log(1 + e^-0.5) = 0.474077
+    out = _loss(beta=0.5, loss_type="simpo", simpo_gamma=0.5)
+    assert_close(out.losses, torch.tensor([0.474077]), atol=1e-6, rtol=0)
+    # Rewards beta * policy: 0.5 * -1 = -0.5 and 0.5 * -3 = -1.5
+    assert_close(out.chosen_rewards, torch.tensor([-0.5]))
+    assert_close(out.rejected_rewards, torch.tensor([-1.5]))
+    # beta 2, gamma 1 (gamma_beta_ratio 0.5): z = 2 * 2 - 1 = 3, loss = log(1 + e^-3) = 0.048587
+    assert_close(
+        _loss(beta=2.0, loss_type="simpo", simpo_gamma=1.0).losses, torch.tensor([0.048587]), atol=1e-6, rtol=0
+    )
+    # Whatever the reference says, SimPO does not read it.
+    other = dpo_loss(POLICY_CHOSEN, POLICY_REJECTED, torch.tensor([5.0]), torch.tensor([-9.0]), 0.5, "simpo")
+    assert_close(other.losses, out.losses)
+
+
+def test_length_penalty_by_hand():
+    # R-DPO: z = beta * h + alpha * (|y_w| - |y_l|); beta * h = 1, alpha 0.02.
+    # chosen 30 tokens, rejected 80: z = 1 + 0.02 * (-50) = 0 -> log 2 = 0.693147 (a short chosen must win on quality)
+    # chosen 80 tokens, rejected 30: z = 1 + 0.02 * 50 = 2 -> log(1 + e^-2) = 0.126928 (length already explains it)
+    short, long = torch.tensor([30]), torch.tensor([80])
+    out = _loss(beta=0.5, length_penalty=0.02, chosen_lengths=short, rejected_lengths=long)
+    assert_close(out.losses, torch.tensor([math.log(2)]))
+    out = _loss(beta=0.5, length_penalty=0.02, chosen_lengths=long, rejected_lengths=short)
+    assert_close(out.losses, torch.tensor([0.126928]), atol=1e-6, rtol=0)
+    assert_close(out.chosen_rewards, torch.tensor([0.5]))  # the length term is not part of the rewards
+    # hinge: relu(1 - z) = relu(1 - 0) = 1 and relu(1 - 2) = 0
+    hinge = {"beta": 0.5, "loss_type": "hinge", "length_penalty": 0.02}
+    assert_close(_loss(**hinge, chosen_lengths=short, rejected_lengths=long).losses, torch.tensor([1.0]))
+    assert_close(_loss(**hinge, chosen_lengths=long, rejected_lengths=short).losses, torch.tensor([0.0]))
+
+
+def test_rpo_adds_the_weighted_chosen_nll():
+    # sigmoid 0.313262 + 1.0 * 0.7 = 1.013262; with alpha 0.5 and NLL 2: 0.313262 + 1 = 1.313262
+    assert_close(_loss(beta=0.5, rpo_alpha=1.0, chosen_nll=torch.tensor([0.7])).losses, torch.tensor([1.013262]))
+    assert_close(_loss(beta=0.5, rpo_alpha=0.5, chosen_nll=torch.tensor([2.0])).losses, torch.tensor([1.313262]))
+    assert_close(_loss(beta=0.5, chosen_nll=torch.tensor([2.0])).losses, _loss(beta=0.5).losses)  # alpha 0: off
+
+
+def test_new_variants_push_chosen_up_and_rejected_down():
+    reference = torch.full((2,), -2.0)
+    cases = [
+        {"loss_type": "robust", "label_smoothing": 0.2},
+        {"loss_type": "simpo", "simpo_gamma": 0.5},
+        {"length_penalty": 0.02, "chosen_lengths": torch.tensor([40, 10]), "rejected_lengths": torch.tensor([10, 40])},
+    ]
+    for kwargs in cases:
+        chosen = torch.tensor([-1.0, -4.0], requires_grad=True)
+        rejected = torch.tensor([-3.0, -2.0], requires_grad=True)
+        dpo_loss(chosen, rejected, reference, reference, beta=0.1, **kwargs).losses.sum().backward()
+        assert (chosen.grad < 0).all() and (rejected.grad > 0).all(), kwargs
+    chosen = torch.tensor([-1.0, -4.0], requires_grad=True)
+    out = dpo_loss(chosen, torch.tensor([-3.0, -2.0]), reference, reference, rpo_alpha=1.0, chosen_nll=-chosen / 10)
+    out.losses.sum().backward()
+    assert (chosen.grad < 0).all()
+
+
+def test_variant_arguments_are_checked():
+    with pytest.raises(ValueError, match="chosen_lengths"):
+        _loss(length_penalty=0.02)
+    with pytest.raises(ValueError, match="ipo"):
+        _loss(
+            loss_type="ipo", length_penalty=0.02, chosen_lengths=torch.tensor([1]), rejected_lengths=torch.tensor([2])
+        )
+    with pytest.raises(ValueError, match="chosen_nll"):
+        _loss(rpo_alpha=1.0)

@@ -96,3 +96,23 @@ def test_frozen_weights_are_left_out_of_checkpoints_and_restored():
     assert checkpoint["state_dict"] and all("lora_" in k for k in checkpoint["state_dict"])
     module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"], strict=True)
+
+
+def test_simpo_is_reference_free_and_length_normalised(batch):
+    module = _module(loss_type="simpo", beta=2.0, simpo_gamma=0.5)
+    assert module.reference_mode == "none" and module.reference_model is None
+    logps = module.compute_logps(batch)
+    loss, _ = module.preference_loss(logps)
+    avg_c, avg_r = logps.policy_chosen / logps.chosen_tokens, logps.policy_rejected / logps.rejected_tokens
+    assert_close(loss, -torch.nn.functional.logsigmoid(2.0 * (avg_c - avg_r) - 0.5).mean())
+    with pytest.raises(ValueError, match="reference-free"):
+        DPOModule(str(TINY_MODEL), loss_type="simpo", reference="copy")
+
+
+def test_rpo_adds_the_chosen_nll(batch):
+    module = _module(reference="copy", rpo_alpha=0.5)
+    logps = module.compute_logps(batch)
+    loss, metrics = module.preference_loss(logps)
+    nll = (-logps.policy_chosen / logps.chosen_tokens).mean()
+    assert_close(metrics["nll_loss"], nll.detach())
+    assert_close(loss, torch.tensor(math.log(2)) + 0.5 * nll, atol=1e-5, rtol=0)

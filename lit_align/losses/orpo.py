@@ -1,0 +1,87 @@
+"""ORPO: preference optimisation folded into supervised fine-tuning, with no reference model.
+
+Hong et al. 2024, "ORPO: Monolithic Preference Optimization without Reference Model". The loss is an NLL term
+on the chosen answer plus a weighted odds-ratio term that pushes the odds of the chosen answer above those of
+the rejected one. There is no reference model, so a run needs one forward of the policy per step and one
+copy of the weights in memory: that is the trade-off against DPO, whose KL anchor to a reference ORPO
+replaces with the NLL term.
+
+The odds of a completion are ``p / (1 - p)`` with ``p`` the *per-token average* probability, so the loss
+takes log-probs averaged over the completion's tokens. ``1 - p`` is where it can break numerically: in
+float32, ``1 - exp(x)`` rounds to 0 for ``x`` within ~6e-8 of 0 and cancels catastrophically well before,
+so ``log(1 - exp(x))`` goes through :func:`log1mexp`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+LOG_PROB_CEILING = -1e-6
+"""Average log-probs are clamped to at most this before ``log(1 - exp(x))``: an average log-prob of exactly 0
+(every token predicted with probability 1, or a float32 rounding to it) would give ``log(0) = -inf``, infinite
+log-odds and a NaN gradient. At the ceiling, ``log(1 - p) = log(1e-6) = -13.8``; a clamped example gets no
+gradient through that term, only through its plain log-prob."""
+
+
+class ORPOLossOutput(NamedTuple):
+    losses: torch.Tensor  # [B], chosen_nll - lam * logsigmoid(log_odds)
+    chosen_rewards: torch.Tensor  # [B], lam * average chosen log-prob, detached (TRL's ORPO rewards)
+    rejected_rewards: torch.Tensor  # [B], lam * average rejected log-prob, detached
+    log_odds_ratio: torch.Tensor  # [B], logsigmoid(log_odds), detached (TRL's `log_odds_ratio` before the mean)
+    log_odds_chosen: torch.Tensor  # [B], log_odds itself, detached (TRL's `log_odds_chosen` before the mean)
+
+
+def log1mexp(x: torch.Tensor, ceiling: float = LOG_PROB_CEILING) -> torch.Tensor:
+    """``log(1 - exp(x))`` for ``x <= 0``, accurate over the whole range.
+
+    Mächler 2012, "Accurately Computing log(1 - exp(-|a|))": ``log(-expm1(x))`` for ``x > -ln 2`` (where
+    ``exp(x)`` is close to 1 and ``1 - exp(x)`` would cancel) and ``log1p(-exp(x))`` below (where ``exp(x)`` is
+    small and ``log`` of a number close to 1 would lose it). ``x`` is first clamped to at most ``ceiling``
+    (see ``LOG_PROB_CEILING``), so the result is finite and so are both branches of the ``where``, which keeps
+    the gradient free of NaN.
+    """
+    x = x.clamp(max=ceiling)
+    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def orpo_loss(
+    policy_chosen_avg_logps: torch.Tensor,
+    policy_rejected_avg_logps: torch.Tensor,
+    chosen_nll: torch.Tensor,
+    lam: float = 0.2,
+) -> ORPOLossOutput:
+    """Per-example ORPO losses, rewards and log-odds.
+
+    With ``lc``, ``lr`` the chosen and rejected log-probs averaged over completion tokens (so the paper's
+    ``P(y|x)`` is ``exp(lc)``) and ``odds(y) = P / (1 - P)``:
+
+    - ``log_odds = log odds(y_w) - log odds(y_l) = (lc - lr) - (log(1 - e^lc) - log(1 - e^lr))``,
+    - ``loss = chosen_nll - lam * logsigmoid(log_odds)``, i.e. the paper's ``L_SFT + lam * L_OR`` with
+      ``L_OR = -log sigmoid(log_odds)``. ``chosen_nll`` is ``L_SFT``, computed by the caller (mean
+      token NLL over the chosen sequence; the authors' code includes the prompt tokens, TRL's does not).
+
+    ``lam`` is TRL's ``beta``; the paper uses 0.1 to 0.25. Rewards follow TRL's ORPO: ``lam * lc`` and
+    ``lam * lr``, detached, so ``rewards/accuracies`` is the share of pairs whose chosen answer has the higher
+    average log-prob.
+
+    Example (lam = 0.2, chosen_nll = 1.5): lc = ln 0.5, lr = ln 0.25. Odds 0.5 / 0.5 = 1 and 0.25 / 0.75 = 1/3,
+    so log_odds = ln 1 - ln(1/3) = ln 3 = 1.098612; logsigmoid(ln 3) = ln(3 / 4) = -0.287682;
+    loss = 1.5 + 0.2 * ln(4 / 3) = 1.5 + 0.057536 = 1.557536; rewards 0.2 ln 0.5 = -0.138629 and
+    0.2 ln 0.25 = -0.277259.
+    """
+    log_odds = (policy_chosen_avg_logps - policy_rejected_avg_logps) - (
+        log1mexp(policy_chosen_avg_logps) - log1mexp(policy_rejected_avg_logps)
+    )
+    log_odds_ratio = F.logsigmoid(log_odds)
+    losses = chosen_nll - lam * log_odds_ratio
+    return ORPOLossOutput(
+        losses,
+        (lam * policy_chosen_avg_logps).detach(),
+        (lam * policy_rejected_avg_logps).detach(),
+        log_odds_ratio.detach(),
+        log_odds.detach(),
+    )

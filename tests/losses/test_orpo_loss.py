@@ -1,0 +1,81 @@
+"""ORPO loss against values computed by hand, and log(1 - exp(x)) against a float64 reference.
+
+The running example: lam = 0.2, chosen NLL 1.5, average log-probs lc = ln 0.5 and lr = ln 0.25.
+Odds: 0.5 / (1 - 0.5) = 1 and 0.25 / (1 - 0.25) = 1/3, so log_odds = ln 1 - ln(1/3) = ln 3 = 1.098612.
+logsigmoid(ln 3) = ln(3 / (3 + 1)) = ln 0.75 = -0.287682.
+"""
+
+import math
+
+import torch
+from torch.testing import assert_close
+
+from lit_align.losses import orpo_loss
+from lit_align.losses.orpo import LOG_PROB_CEILING, log1mexp
+
+CHOSEN, REJECTED = torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.25)])
+NLL = torch.tensor([1.5])
+
+
+def test_orpo_by_hand():
+    out = orpo_loss(CHOSEN, REJECTED, NLL, lam=0.2)
+    # loss = 1.5 - 0.2 * ln 0.75 = 1.5 + 0.2 * 0.287682 = 1.557536
+    assert_close(out.losses, torch.tensor([1.5 + 0.2 * math.log(4 / 3)]))
+    assert_close(out.losses, torch.tensor([1.557536]), atol=1e-6, rtol=0)
+    assert_close(out.log_odds_chosen, torch.tensor([math.log(3)]))
+    assert_close(out.log_odds_ratio, torch.tensor([math.log(0.75)]))
+    # rewards: 0.2 ln 0.5 = -0.138629 and 0.2 ln 0.25 = -0.277259
+    assert_close(out.chosen_rewards, torch.tensor([-0.138629]), atol=1e-6, rtol=0)
+    assert_close(out.rejected_rewards, torch.tensor([-0.277259]), atol=1e-6, rtol=0)
+
+
+def test_equal_log_probs_give_nll_plus_lam_log2():
+    # Equal odds: log_odds = 0 and -logsigmoid(0) = ln 2, whatever the log-prob.
+    logps = torch.tensor([-0.1, -2.0, -30.0])
+    nll = torch.tensor([0.3, 1.0, 2.0])
+    out = orpo_loss(logps, logps, nll, lam=0.1)
+    assert_close(out.losses, nll + 0.1 * math.log(2))
+    assert_close(out.log_odds_chosen, torch.zeros(3))
+
+
+def test_lam_zero_is_the_nll():
+    out = orpo_loss(CHOSEN, REJECTED, NLL, lam=0.0)
+    assert_close(out.losses, NLL)
+
+
+def test_gradient_pushes_chosen_up_and_rejected_down():
+    chosen = torch.tensor([-1.0, -4.0, -0.01], requires_grad=True)
+    rejected = torch.tensor([-3.0, -2.0, -0.02], requires_grad=True)
+    orpo_loss(chosen, rejected, -chosen, lam=0.2).losses.sum().backward()
+    assert (chosen.grad < 0).all() and (rejected.grad > 0).all()
+
+
+def test_log_prob_of_exactly_zero_stays_finite():
+    # log(1 - e^0) = log 0 = -inf without the ceiling; with it, log(1 - e^-1e-6) = ln(1e-6) = -13.8155.
+    chosen = torch.tensor([0.0], requires_grad=True)
+    rejected = torch.tensor([-1.0], requires_grad=True)
+    out = orpo_loss(chosen, rejected, -chosen, lam=0.2)
+    out.losses.sum().backward()
+    assert torch.isfinite(out.losses).all() and torch.isfinite(out.log_odds_chosen).all()
+    assert torch.isfinite(chosen.grad).all() and torch.isfinite(rejected.grad).all()
+    assert_close(log1mexp(torch.tensor([0.0])), torch.tensor([math.log(1e-6)]), atol=1e-3, rtol=0)
+
+
+def test_log1mexp_matches_float64_on_a_grid():
+    # Near 0 (where 1 - exp(x) cancels), around -ln 2 (the branch point), and far below (where exp(x) vanishes).
+    grid = [-1e-5, -1e-4, -1e-3, -0.01, -0.1, -0.5, -math.log(2) + 1e-4, -math.log(2), -math.log(2) - 1e-4]
+    grid += [-1.0, -2.0, -5.0, -10.0, -20.0, -50.0, -100.0, -1000.0]
+    expected = torch.tensor([math.log(1 - math.exp(x)) for x in grid], dtype=torch.float64)
+    ours = log1mexp(torch.tensor(grid, dtype=torch.float32))
+    assert ours.dtype == torch.float32
+    assert_close(ours.double(), expected, rtol=1e-5, atol=1e-12)
+    # Below about -37 the naive float64 formula itself rounds 1 - e^x to 1 and returns 0 instead of -e^x.
+    assert_close(log1mexp(torch.tensor(grid, dtype=torch.float64)), expected, rtol=1e-9, atol=1e-15)
+
+
+def test_log1mexp_beats_the_naive_formula_in_float32():
+    # float32 rounds exp(-1e-8) to 1: the naive formula gives -inf, the stable one log(1e-6) (the ceiling).
+    x = torch.tensor([-1e-8, -5e-6])
+    naive = torch.log(1 - torch.exp(x))
+    assert torch.isinf(naive[0])
+    assert_close(log1mexp(x), torch.tensor([math.log(-LOG_PROB_CEILING), math.log(-math.expm1(-5e-6))]))
