@@ -1,0 +1,89 @@
+"""Export a run as a Hugging Face model directory, merging a LoRA adapter into the base weights if asked.
+
+    python scripts/export.py --checkpoint logs/quickstart-dpo/version_0/hf --merge --output merged/
+    python scripts/export.py --checkpoint logs/quickstart-dpo/version_0/checkpoints/last.ckpt --merge --output merged/
+
+`--checkpoint` is either a run's `hf/` export or a Lightning checkpoint (the run's `config.yaml` beside its
+`checkpoints/` folder says which model and adapter to rebuild; the checkpoint is read with
+`torch.load(weights_only=True)`). With `--merge`, the LoRA update is folded into the weights and the output is a
+plain full model that `AutoModelForCausalLM.from_pretrained` (and vLLM) loads with no PEFT at all. Weights are
+written as safetensors, with the tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _from_lightning_checkpoint(path: Path):
+    """Rebuild the run's module from its saved config and load the trained weights of the checkpoint."""
+    import yaml
+
+    from lit_align.cli import AlignCLI
+    from lit_align.data.datamodule import AlignDataModule
+    from lit_align.modules.base import AlignModule
+
+    config = path.parent.parent / "config.yaml"
+    if not config.is_file():
+        raise SystemExit(f"{path}: no config.yaml at {config} to say which model this checkpoint belongs to")
+    model_config = yaml.safe_load(config.read_text(encoding="utf-8"))["model"]
+    cli = AlignCLI(
+        AlignModule,
+        AlignDataModule,
+        subclass_mode_model=True,
+        run=False,
+        save_config_callback=None,
+        auto_configure_optimizers=False,
+        args={"model": model_config, "data": {"train": []}, "trainer": {"logger": False}},
+    )
+    module = cli.model
+    module.configure_model()
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"], strict=True)
+    return module.policy, module.tokenizer
+
+
+def _from_hf_dir(path: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if (path / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForCausalLM
+
+        return AutoPeftModelForCausalLM.from_pretrained(path), tokenizer
+    return AutoModelForCausalLM.from_pretrained(path), tokenizer
+
+
+def export(checkpoint: Path, output: Path, merge: bool) -> None:
+    model, tokenizer = _from_lightning_checkpoint(checkpoint) if checkpoint.is_file() else _from_hf_dir(checkpoint)
+    is_peft = hasattr(model, "merge_and_unload")
+    if merge and is_peft:
+        model = model.merge_and_unload()
+    elif merge:
+        print("no LoRA adapter in this checkpoint: exporting the full model as it is")
+    model.config.use_cache = True  # inference default; training had turned the cache off
+    output.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output, safe_serialization=True)
+    tokenizer.save_pretrained(output)
+    kind = "merged full model" if merge or not is_peft else "LoRA adapter"
+    print(f"wrote {kind} to {output}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a run's hf/ directory or a .ckpt file")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--merge", action="store_true", help="fold the LoRA adapter into the base weights")
+    args = parser.parse_args(argv)
+    if not args.checkpoint.exists():
+        raise SystemExit(f"no such checkpoint: {args.checkpoint}")
+    export(args.checkpoint, args.output, args.merge)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
