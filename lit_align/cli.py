@@ -36,6 +36,13 @@ class AlignCLI(LightningCLI):
         )
         parser.link_arguments("model", "data.tokenizer", compute_fn=lambda m: m.tokenizer_path, apply_on="instantiate")
         parser.link_arguments("model", "data.task", compute_fn=lambda m: m.data_task, apply_on="instantiate")
+        # Preference-guided DPO in text mode needs each pair tokenised a second time with its instruction.
+        parser.link_arguments(
+            "model",
+            "data.guidance_text",
+            compute_fn=lambda m: getattr(m, "data_guidance_text", None),
+            apply_on="instantiate",
+        )
 
 
 def main(args: list[str] | None = None) -> None:

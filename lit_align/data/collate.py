@@ -52,9 +52,18 @@ class SFTCollator:
 
 class PreferenceCollator(SFTCollator):
     """Pairs ``{"chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"}`` to one batch of
-    ``2 * n`` rows: rows ``0..n-1`` are the chosen sequences, rows ``n..2n-1`` the rejected ones, in pair order."""
+    ``2 * n`` rows: rows ``0..n-1`` are the chosen sequences, rows ``n..2n-1`` the rejected ones, in pair order.
+
+    Examples that also hold ``guided_chosen_input_ids`` etc. (preference-guided DPO) add ``guided_input_ids``,
+    ``guided_attention_mask`` and ``guided_labels`` in the same layout, padded to their own length."""
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        ids = [e["chosen_input_ids"] for e in examples] + [e["rejected_input_ids"] for e in examples]
-        labels = [e["chosen_labels"] for e in examples] + [e["rejected_labels"] for e in examples]
+        batch = self._pairs(examples, "")
+        if "guided_chosen_input_ids" in examples[0]:
+            batch.update({f"guided_{k}": v for k, v in self._pairs(examples, "guided_").items()})
+        return batch
+
+    def _pairs(self, examples: list[dict], prefix: str) -> dict[str, torch.Tensor]:
+        ids = [e[f"{prefix}chosen_input_ids"] for e in examples] + [e[f"{prefix}rejected_input_ids"] for e in examples]
+        labels = [e[f"{prefix}chosen_labels"] for e in examples] + [e[f"{prefix}rejected_labels"] for e in examples]
         return pad_batch(ids, labels, self.pad_token_id, self.pad_to_multiple_of)

@@ -58,6 +58,8 @@ class AlignDataModule(LightningDataModule):
             source or bucket weights.
         seed: Seed of the batch plan (with the epoch, it fixes every batch).
         pad_to_multiple_of: Round padded lengths up (8 suits tensor cores).
+        guidance_text: Preference data only: also tokenise every pair with this instruction in the system
+            message, for preference-guided DPO. Linked from the model by the CLI (``None`` for other modules).
     """
 
     def __init__(
@@ -82,10 +84,13 @@ class AlignDataModule(LightningDataModule):
         curriculum: list[CurriculumStage] | None = None,
         seed: int = 42,
         pad_to_multiple_of: int | None = None,
+        guidance_text: str | None = None,
     ) -> None:
         super().__init__()
         if tokenizer is None:
             raise ValueError("AlignDataModule needs a tokenizer path (the CLI links it from the model)")
+        if guidance_text is not None and task != "preference":
+            raise ValueError("guidance_text adds guided versions of preference pairs; it needs task: preference")
         self.train_sources = list(train)
         self.val_sources = list(val or [])
         self.tokenizer_path = tokenizer
@@ -106,6 +111,7 @@ class AlignDataModule(LightningDataModule):
         self.curriculum = list(curriculum or [])
         self.seed = seed
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.guidance_text = guidance_text
         self.tokenizer = None
         self.train_data: PreparedData | None = None
         self.val_data: PreparedData | None = None
@@ -141,6 +147,7 @@ class AlignDataModule(LightningDataModule):
             min_zh_ratio=self.min_zh_ratio,
             nfkc=self.nfkc,
             max_rows=max_rows,
+            guidance_text=self.guidance_text,
         )
 
     def _report(self) -> None:

@@ -14,9 +14,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from lit_align.constants import IGNORE_INDEX
 from lit_align.data.clean import clean_records
 from lit_align.data.read import read_source, source_name
-from lit_align.data.tokenize import tokenize_preference, tokenize_sft
+from lit_align.data.tokenize import Tokenized, tokenize_conversation, tokenize_preference, tokenize_sft
 
 
 @dataclass
@@ -95,8 +96,12 @@ def prepare_sources(
     min_zh_ratio: float | None = None,
     nfkc: bool = True,
     max_rows: int | None = None,
+    guidance_text: str | None = None,
 ) -> PreparedData:
-    """Read, clean, de-duplicate (across all ``sources``) and tokenise; see the module docstring."""
+    """Read, clean, de-duplicate (across all ``sources``) and tokenise; see the module docstring.
+
+    With ``guidance_text``, preference examples also carry the pair tokenised with that instruction in the
+    system message (see `tokenize_record`)."""
     names = [source.name or _default_name(source) for source in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"data sources need distinct names (set `name:`), got {names}")
@@ -122,7 +127,9 @@ def prepare_sources(
         records, drops = clean_records(records, dedupe=dedupe, min_zh_ratio=ratio, nfkc=nfkc, seen=seen)
         report.counts.update({f"dropped/{reason}": n for reason, n in drops.items()})
         for record in records:
-            example = tokenize_record(record, tokenizer, task, max_length, max_prompt_length, report.counts)
+            example = tokenize_record(
+                record, tokenizer, task, max_length, max_prompt_length, report.counts, guidance_text=guidance_text
+            )
             if example is None:
                 continue
             example.update(lang=record["lang"], source=name)
@@ -136,9 +143,22 @@ def prepare_sources(
 
 
 def tokenize_record(
-    record: dict, tokenizer, task: str, max_length: int, max_prompt_length: int | None, counts: Counter
+    record: dict,
+    tokenizer,
+    task: str,
+    max_length: int,
+    max_prompt_length: int | None,
+    counts: Counter,
+    guidance_text: str | None = None,
 ) -> dict | None:
-    """Token ids and labels of one record for ``task`` (``sft`` or ``preference``), or None (counted)."""
+    """Token ids and labels of one record for ``task`` (``sft`` or ``preference``), or None (counted).
+
+    With ``guidance_text`` (preference only), the example also holds ``guided_{chosen,rejected}_{input_ids,labels}``:
+    the same pair with the instruction in the system message (`guided_prompt`). Both versions must score the
+    same completion tokens, since preference-guided DPO compares their log-probs. Truncation can break that, or
+    cut the instruction itself (a long prompt loses tokens from its start, where the instruction is): such a
+    pair is dropped as ``dropped/guided_completion_truncated`` or ``dropped/guided_instruction_truncated``.
+    """
     if task == "preference":
         if "chosen" not in record:
             raise ValueError(
@@ -151,14 +171,21 @@ def tokenize_record(
         if chosen.n_label_tokens == 0 or rejected.n_label_tokens == 0:
             counts["dropped/no_completion_tokens_after_truncation"] += 1
             return None
-        counts["truncated"] += chosen.truncated or rejected.truncated
-        return {
+        example = {
             "chosen_input_ids": chosen.input_ids,
             "chosen_labels": chosen.labels,
             "rejected_input_ids": rejected.input_ids,
             "rejected_labels": rejected.labels,
             "length": max(len(chosen.input_ids), len(rejected.input_ids)),
         }
+        if guidance_text is not None:
+            guided = _guided_pair(record, (chosen, rejected), tokenizer, guidance_text, max_length, max_prompt_length)
+            if isinstance(guided, str):
+                counts[f"dropped/{guided}"] += 1
+                return None
+            example.update(guided, length=max(example["length"], *(len(ids) for ids in guided.values())))
+        counts["truncated"] += chosen.truncated or rejected.truncated
+        return example
     # Preference records feed SFT as prompt + chosen: the usual "SFT on the preferred answers" step.
     messages = record["messages"] if "messages" in record else record["prompt"] + record["chosen"]
     example = tokenize_sft(tokenizer, messages, max_length)
@@ -167,6 +194,51 @@ def tokenize_record(
         return None
     counts["truncated"] += example.truncated
     return {"input_ids": example.input_ids, "labels": example.labels, "length": len(example.input_ids)}
+
+
+def guided_prompt(prompt: list[dict], guidance_text: str) -> list[dict]:
+    """``prompt`` with ``guidance_text`` as its system message.
+
+    When the prompt already starts with a system message, the instruction goes first in it, then a blank line,
+    then the original system text: one system turn, as every chat template expects, and the task's own system
+    text stays closest to the conversation.
+    """
+    if prompt and prompt[0]["role"] == "system":
+        system = {**prompt[0], "content": f"{guidance_text}\n\n{prompt[0]['content']}"}
+        return [system, *prompt[1:]]
+    return [{"role": "system", "content": guidance_text}, *prompt]
+
+
+def _guided_pair(
+    record: dict,
+    plain: tuple[Tokenized, Tokenized],
+    tokenizer,
+    guidance_text: str,
+    max_length: int,
+    max_prompt_length: int | None,
+) -> dict | str:
+    """The ``guided_*`` keys of an example, or the reason the pair is dropped."""
+    prompt = guided_prompt(record["prompt"], guidance_text)
+    sides = tokenize_preference(tokenizer, prompt, record["chosen"], record["rejected"], max_length, max_prompt_length)
+    out = {}
+    for name, side, plain_side in zip(("chosen", "rejected"), sides, plain, strict=True):
+        if _completion(side) != _completion(plain_side):
+            return "guided_completion_truncated"
+        # Rare (truncated sides only): tokenise again uncut to see whether the prompt lost its start.
+        if side.truncated:
+            whole = tokenize_conversation(tokenizer, prompt + record[name], first_labelled=len(prompt))
+            if _prompt_length(side) < _prompt_length(whole):
+                return "guided_instruction_truncated"
+        out[f"guided_{name}_input_ids"], out[f"guided_{name}_labels"] = side.input_ids, side.labels
+    return out
+
+
+def _completion(seq: Tokenized) -> list[int]:
+    return [label for label in seq.labels if label != IGNORE_INDEX]
+
+
+def _prompt_length(seq: Tokenized) -> int:
+    return next((i for i, label in enumerate(seq.labels) if label != IGNORE_INDEX), len(seq.labels))
 
 
 def _read_key(key: str) -> str:
