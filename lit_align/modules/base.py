@@ -152,8 +152,9 @@ class AlignModule(LightningModule):
                 state[name] = own[name]
 
     def on_fit_end(self) -> None:
-        if self.trainer.is_global_zero and self.trainer.log_dir is not None:
-            out = Path(self.trainer.log_dir) / "hf"
+        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask, not rank zero alone
+        if self.trainer.is_global_zero and log_dir is not None:
+            out = Path(log_dir) / "hf"
             self.export_pretrained(out)
             rank_zero_info(f"Hugging Face export written to {out}")
         self.trainer.strategy.barrier()

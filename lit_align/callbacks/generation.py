@@ -1,0 +1,264 @@
+"""``GenerationLogger``: what the model actually says, next to the curves that summarise it.
+
+A falling DPO loss does not tell you whether the model now answers in the user's language or has started
+to repeat itself; a few greedy generations at every validation do. They go to TensorBoard's text tab and to
+``generations.jsonl`` in the run directory, so they can be diffed across runs.
+
+Generating must not change the run it observes: the random state of torch (CPU and CUDA), ``random`` and
+numpy is saved before and restored after, and the policy's train/eval mode is put back module by module, so
+a run with this callback has the same loss curve as one without. Generation runs on rank zero only, from
+the unwrapped policy; under sharded strategies (FSDP, DeepSpeed stage 3) that would need every rank, so
+the callback switches itself off there.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
+from typing_extensions import override
+
+
+@dataclass
+class GenerationPrompt:
+    """A conversation to continue and, for preference records, the two answers it was labelled with."""
+
+    messages: list[dict]
+    chosen: str | None = None
+    rejected: str | None = None
+
+
+def _assistant_text(messages: list[dict]) -> str:
+    return "\n".join(str(m["content"]) for m in messages if m.get("role") == "assistant")
+
+
+def prompt_of_record(record: dict) -> GenerationPrompt:
+    """The conversation to continue: a preference record's ``prompt`` (with its chosen and rejected answers),
+    or an SFT record's ``messages`` up to and including the last user turn."""
+    if "prompt" in record:
+        chosen, rejected = _assistant_text(record["chosen"]), _assistant_text(record["rejected"])
+        return GenerationPrompt(list(record["prompt"]), chosen, rejected)
+    messages = record["messages"]
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=len(messages) - 1)
+    return GenerationPrompt(list(messages[: last_user + 1]))
+
+
+def left_pad(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask of ``rows`` padded on the left, as decoder-only generation needs."""
+    length = max(len(row) for row in rows)
+    ids = torch.tensor([[pad_token_id] * (length - len(row)) + row for row in rows], dtype=torch.long)
+    mask = torch.tensor([[0] * (length - len(row)) + [1] * len(row) for row in rows], dtype=torch.long)
+    return ids, mask
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Restore the torch (CPU and initialised CUDA), ``random`` and numpy generators on exit."""
+    torch_state, python_state = torch.get_rng_state(), random.getstate()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        import numpy as np
+
+        numpy_state = np.random.get_state()
+    except ImportError:
+        np = numpy_state = None
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        random.setstate(python_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+        if np is not None:
+            np.random.set_state(numpy_state)
+
+
+def _cell(text: str | None) -> str:
+    return "" if text is None else text.replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Rows ``{"prompt", "generation", "chosen"?, "rejected"?}`` as a Markdown table (TensorBoard renders it)."""
+    columns = ["prompt", "generation"] + [c for c in ("chosen", "rejected") if any(c in row for row in rows)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+class GenerationLogger(Callback):
+    """Generate answers to a few prompts at the end of every validation and every ``every_n_steps`` optimizer
+    steps; write them to TensorBoard (text tab, ``generations``) and ``<log_dir>/generations.jsonl``.
+
+    ``step`` is ``trainer.global_step``, the optimizer steps taken: the weights of checkpoint ``step000030``
+    (Lightning's scalars put the validation of that moment at step 29).
+
+    Only one ``GenerationLogger`` runs per trainer: when there are several (a recipe's own and one appended by
+    ``callbacks/generation.yaml``), the last in ``trainer.callbacks`` wins and the others stand down.
+
+    Args:
+        every_n_steps: Also generate every N optimizer steps; 0 generates only at the end of validation.
+        prompts: User messages to answer (each rendered with the tokenizer's chat template). ``None`` takes
+            the first ``num_val_prompts`` validation records instead.
+        num_val_prompts: How many validation records to use when ``prompts`` is not given.
+        max_new_tokens: Longest generation in tokens.
+        do_sample: Sample instead of greedy decoding.
+        temperature: Sampling temperature (with ``do_sample``).
+        top_p: Nucleus sampling threshold (with ``do_sample``).
+        show_pair: For preference records, write the chosen and rejected answers beside the generation.
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 100,
+        prompts: list[str] | None = None,
+        num_val_prompts: int = 4,
+        max_new_tokens: int = 48,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        show_pair: bool = True,
+    ) -> None:
+        if every_n_steps < 0:
+            raise ValueError(f"every_n_steps must be >= 0, got {every_n_steps}")
+        self.every_n_steps = every_n_steps
+        self.prompts = list(prompts) if prompts is not None else None
+        self.num_val_prompts = num_val_prompts
+        self.max_new_tokens = max_new_tokens
+        self.do_sample = do_sample
+        self.temperature = temperature
+        self.top_p = top_p
+        self.show_pair = show_pair
+        self._items: list[GenerationPrompt] = []
+        self._active = False
+        self._seen_global_step: int | None = None
+        self._generated_at: int | None = None
+        self._log_dir: Path | None = None
+
+    # ---- hooks --------------------------------------------------------------------------------------------
+
+    @override
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._active = False
+        # `trainer.log_dir` is a broadcast under DDP: every rank must ask, so ask here, not on rank zero alone.
+        self._log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        loggers = [cb for cb in trainer.callbacks if isinstance(cb, GenerationLogger)]
+        if loggers[-1] is not self:
+            rank_zero_warn("Several GenerationLoggers: only the last in trainer.callbacks generates")
+        elif isinstance(trainer.strategy, FSDPStrategy) or getattr(trainer.strategy, "zero_stage_3", False):
+            rank_zero_warn("GenerationLogger is off: generating on rank zero alone needs unsharded weights")
+        elif getattr(pl_module, "tokenizer", None) is None or not hasattr(pl_module, "policy"):
+            rank_zero_warn("GenerationLogger is off: the module has no `tokenizer` and `policy` to generate with")
+        else:
+            self._items = self._resolve_prompts(trainer)
+            self._active = True
+
+    @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._seen_global_step = trainer.global_step
+
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if step == self._seen_global_step:
+            return  # mid-accumulation
+        self._seen_global_step = step
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0:
+            self._generate(trainer, pl_module)
+
+    @override
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._generate(trainer, pl_module)
+
+    # ---- work ---------------------------------------------------------------------------------------------
+
+    def _resolve_prompts(self, trainer: Trainer) -> list[GenerationPrompt]:
+        if self.prompts is not None:
+            return [GenerationPrompt([{"role": "user", "content": text}]) for text in self.prompts]
+        records = getattr(getattr(trainer.datamodule, "val_data", None), "records", None)
+        if not records:
+            rank_zero_warn("GenerationLogger: no `prompts` and no validation records (datamodule.val_data); skipped")
+            return []
+        items = [prompt_of_record(record) for record in records[: self.num_val_prompts]]
+        if not self.show_pair:
+            items = [GenerationPrompt(item.messages) for item in items]
+        return items
+
+    def _generate(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        step = trainer.global_step
+        if not (self._active and self._items and trainer.is_global_zero) or step == self._generated_at:
+            return  # a validation at a step that has just generated would repeat it
+        self._generated_at = step
+        with preserved_rng():
+            texts = self.generate(pl_module, trainer)
+        rows = []
+        for item, text in zip(self._items, texts, strict=True):
+            row = {"step": step, "prompt": str(item.messages[-1]["content"]), "generation": text}
+            if item.chosen is not None:
+                row.update(chosen=item.chosen, rejected=item.rejected)
+            rows.append(row)
+        self._write(trainer, rows)
+
+    def generate(self, pl_module: LightningModule, trainer: Trainer | None = None) -> list[str]:
+        """Answers of ``pl_module.policy`` to the resolved prompts, in one left-padded batch, without gradients.
+        The policy's modules get their train/eval modes back afterwards."""
+        tokenizer, policy = pl_module.tokenizer, pl_module.policy
+        rows = []
+        for item in self._items:
+            text = tokenizer.apply_chat_template(item.messages, tokenize=False, add_generation_prompt=True)
+            rows.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        ids, mask = left_pad(rows, pad_id)
+        sampling = {"temperature": self.temperature, "top_p": self.top_p} if self.do_sample else {}
+        modes = {module: module.training for module in policy.modules()}
+        context = trainer.precision_plugin.val_step_context() if trainer is not None else nullcontext()
+        try:
+            policy.eval()
+            with torch.no_grad(), context:
+                out = policy.generate(
+                    input_ids=ids.to(pl_module.device),
+                    attention_mask=mask.to(pl_module.device),
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=self.do_sample,
+                    pad_token_id=pad_id,
+                    eos_token_id=_eos_ids(policy, tokenizer),
+                    use_cache=True,  # training configs may turn the cache off (gradient checkpointing)
+                    **sampling,
+                )
+        finally:
+            for module, training in modes.items():
+                module.training = training
+        return tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+
+    def _write(self, trainer: Trainer, rows: list[dict]) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_text("generations", markdown_table(rows), rows[0]["step"])
+        out = self._log_dir / "generations.jsonl"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def _eos_ids(policy: torch.nn.Module, tokenizer) -> list[int]:
+    """The tokenizer's end-of-sequence id and any the model's generation config adds (chat models often stop
+    on an end-of-turn token as well)."""
+    ids = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    config = getattr(policy, "generation_config", None)
+    extra = getattr(config, "eos_token_id", None)
+    for token in [extra] if isinstance(extra, int) else list(extra or []):
+        if token not in ids:
+            ids.append(token)
+    return ids
