@@ -5,13 +5,14 @@ import pkgutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 import lit_align
 from lit_align.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted((ROOT / "configs").rglob("*.yaml"))
-FRAGMENTS = sorted((ROOT / "callbacks").glob("*.yaml"))
+RECIPES = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "strategy")
+FRAGMENTS = sorted((ROOT / "callbacks").glob("*.yaml")) + sorted((ROOT / "configs" / "strategy").glob("*.yaml"))
 QUICKSTART_SFT = ROOT / "configs" / "quickstart" / "sft.yaml"
 
 
@@ -38,7 +39,21 @@ def test_callback_fragment_parses_on_top_of_a_recipe(fragment, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(QUICKSTART_SFT), "--config", str(fragment), "--print_config"])
     assert exit_info.value.code in (0, None)
-    assert "class_path: lightning.pytorch.callbacks" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    settings = yaml.safe_load(fragment.read_text(encoding="utf-8"))
+    for class_path in _class_paths(settings):
+        assert f"class_path: {class_path}" in out
+    if "callbacks+" in settings.get("trainer", {}):
+        assert "class_path: lit_align.callbacks.TokenThroughput" in out  # appended: the recipe's own are kept
+
+
+def _class_paths(node) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["class_path"]] if "class_path" in node else []
+        return own + [p for value in node.values() for p in _class_paths(value)]
+    if isinstance(node, list):
+        return [p for value in node for p in _class_paths(value)]
+    return []
 
 
 def test_every_module_imports():
