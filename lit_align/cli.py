@@ -18,6 +18,12 @@ from lit_align.modules.base import AlignModule
 
 class AlignCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--validate_before_training",
+            type=bool,
+            default=False,
+            help="Run the validation loop once before the first step, so curves start at step 0.",
+        )
         # Checkpointing has its own `checkpoint:` section so that `trainer.callbacks` stays free for the
         # fragments under callbacks/.
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -43,6 +49,12 @@ class AlignCLI(LightningCLI):
             compute_fn=lambda m: getattr(m, "data_guidance_text", None),
             apply_on="instantiate",
         )
+
+
+    def before_fit(self) -> None:
+        # Not when resuming: the checkpoint's weights are only loaded inside `fit`.
+        if self.config.fit.get("validate_before_training") and not self.config.fit.get("ckpt_path"):
+            self.trainer.validate(self.model, datamodule=self.datamodule)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -78,6 +78,9 @@ def test_dpo_quickstart_and_resume(tmp_path):
     # Step 0: the LoRA update starts at zero, so policy == reference and the loss is exactly log 2.
     first_step, first_loss = scalars["train/loss"][0]
     assert first_step == 0 and first_loss == pytest.approx(math.log(2), abs=1e-5)
+    # The recipe validates before training: at step 0 every reward is 0, so accuracy (strict >) is 0.
+    assert scalars["val/loss"][0] == (0, pytest.approx(math.log(2), abs=1e-5))
+    assert scalars["val/rewards/accuracies"][0] == (0, 0.0)
     last_losses = [v for _, v in scalars["train/loss"][-6:]]
     assert sum(last_losses) / 6 < math.log(2) - 0.05, scalars["train/loss"]
     for name in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen"):
