@@ -57,6 +57,20 @@ class AlignCLI(LightningCLI):
             self.trainer.validate(self.model, datamodule=self.datamodule)
 
 
+def instantiate(args: list[str] | dict) -> AlignCLI:
+    """Parse a recipe and build its model, data module and trainer without running anything (for scripts that
+    read recipes: the same schema and links as `lit_align fit`)."""
+    return AlignCLI(
+        AlignModule,
+        AlignDataModule,
+        subclass_mode_model=True,
+        run=False,
+        save_config_callback=None,
+        auto_configure_optimizers=False,
+        args=args,
+    )
+
+
 def main(args: list[str] | None = None) -> None:
     # Like `python -m`, let `class_path` name a module in the working directory (your own algorithm's file).
     if os.getcwd() not in sys.path:

@@ -23,24 +23,13 @@ def _from_lightning_checkpoint(path: Path):
     """Rebuild the run's module from its saved config and load the trained weights of the checkpoint."""
     import yaml
 
-    from lit_align.cli import AlignCLI
-    from lit_align.data.datamodule import AlignDataModule
-    from lit_align.modules.base import AlignModule
+    from lit_align.cli import instantiate
 
     config = path.parent.parent / "config.yaml"
     if not config.is_file():
         raise SystemExit(f"{path}: no config.yaml at {config} to say which model this checkpoint belongs to")
     model_config = yaml.safe_load(config.read_text(encoding="utf-8"))["model"]
-    cli = AlignCLI(
-        AlignModule,
-        AlignDataModule,
-        subclass_mode_model=True,
-        run=False,
-        save_config_callback=None,
-        auto_configure_optimizers=False,
-        args={"model": model_config, "data": {"train": []}, "trainer": {"logger": False}},
-    )
-    module = cli.model
+    module = instantiate({"model": model_config, "data": {"train": []}, "trainer": {"logger": False}}).model
     module.configure_model()
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     module.on_load_checkpoint(checkpoint)

@@ -16,22 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from lit_align.cli import AlignCLI
+from lit_align.cli import instantiate
 from lit_align.data.datamodule import AlignDataModule
-from lit_align.modules.base import AlignModule
-
-
-def load_datamodule(config_args: list[str]) -> AlignDataModule:
-    cli = AlignCLI(
-        AlignModule,
-        AlignDataModule,
-        subclass_mode_model=True,
-        run=False,
-        save_config_callback=None,
-        auto_configure_optimizers=False,
-        args=config_args,
-    )
-    return cli.datamodule
 
 
 def _print_reports(title: str, reports) -> None:
@@ -81,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry-run-rows", type=int, default=5)
     args, overrides = parser.parse_known_args(argv)
     config_args = [arg for path in args.config for arg in ("--config", path)] + overrides
-    data = load_datamodule(config_args)
+    data = instantiate(config_args).datamodule
     if args.dry_run:
         dry_run(data, args.dry_run_rows)
     else:
