@@ -6,7 +6,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import SumMetric
 
 from lit_align.constants import IGNORE_INDEX
 from lit_align.modules.base import AlignModule
@@ -24,8 +23,10 @@ class SFTModule(AlignModule):
 
     def __init__(self, model_name_or_path: str, **kwargs) -> None:
         super().__init__(model_name_or_path, **kwargs)
-        self.val_nll_sum = SumMetric()
-        self.val_token_count = SumMetric()
+        # Summed over the whole validation set (then over ranks) so val/loss is a mean over tokens. Plain
+        # tensors made fresh every validation run: a metric state created under `trainer.validate`'s
+        # inference mode could not be updated in place by the validation runs inside `fit`.
+        self._val_totals: torch.Tensor | None = None
 
     def token_nll(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed negative log-likelihood of the label tokens and their count."""
@@ -39,23 +40,26 @@ class SFTModule(AlignModule):
         )
         return nll, (labels != IGNORE_INDEX).sum()
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         nll, n_tokens = self.token_nll(batch)
         loss = nll / n_tokens.clamp(min=1)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log_learning_rate()
-        return loss
+        return self.checked_loss(loss, batch_idx)
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_totals = torch.zeros(2, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         nll, n_tokens = self.token_nll(batch)
-        self.val_nll_sum.update(nll.detach())
-        self.val_token_count.update(n_tokens)
+        self._val_totals = self._val_totals + torch.stack([nll.detach().double(), n_tokens.double()])
 
     def on_validation_epoch_end(self) -> None:
-        total_tokens = self.val_token_count.compute()
+        totals = self._val_totals
+        if self._trainer is not None and self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        nll_sum, total_tokens = totals.tolist()
         if total_tokens > 0:
-            loss = self.val_nll_sum.compute() / total_tokens
+            loss = torch.tensor(nll_sum / total_tokens)
             self.log("val/loss", loss, prog_bar=True)
             self.log("val/ppl", torch.exp(loss) if loss < 50 else torch.tensor(math.inf))
-        self.val_nll_sum.reset()
-        self.val_token_count.reset()
