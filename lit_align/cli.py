@@ -38,6 +38,9 @@ class AlignCLI(LightningCLI):
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                     "init_args": {"save_dir": "logs", "name": "lit_align"},
                 },
+                # A job killed while saving leaves the previous last.ckpt whole (see lit_align/checkpoint_io.py).
+                # A recipe that sets its own trainer.plugins keeps this one by listing it too.
+                "trainer.plugins": [{"class_path": "lit_align.checkpoint_io.AtomicCheckpointIO"}],
             }
         )
         parser.link_arguments("model", "data.tokenizer", compute_fn=lambda m: m.tokenizer_path, apply_on="instantiate")
@@ -49,7 +52,6 @@ class AlignCLI(LightningCLI):
             compute_fn=lambda m: getattr(m, "data_guidance_text", None),
             apply_on="instantiate",
         )
-
 
     def before_fit(self) -> None:
         # Not when resuming: the checkpoint's weights are only loaded inside `fit`.

@@ -7,7 +7,7 @@ to repeat itself; a few greedy generations at every validation do. They go to Te
 Generating must not change the run it observes: the random state of torch (CPU and CUDA), ``random`` and
 numpy is saved before and restored after, and the policy's train/eval mode is put back module by module, so
 a run with this callback has the same loss curve as one without. Generation runs on rank zero only, from
-the unwrapped policy; under sharded strategies (FSDP, DeepSpeed stage 3) that would need every rank, so
+the unwrapped policy; under sharded strategies (FSDP, FSDP2, DeepSpeed stage 3) that would need every rank, so
 the callback switches itself off there.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
@@ -154,7 +154,7 @@ class GenerationLogger(Callback):
         loggers = [cb for cb in trainer.callbacks if isinstance(cb, GenerationLogger)]
         if loggers[-1] is not self:
             rank_zero_warn("Several GenerationLoggers: only the last in trainer.callbacks generates")
-        elif isinstance(trainer.strategy, FSDPStrategy) or getattr(trainer.strategy, "zero_stage_3", False):
+        elif _sharded(trainer.strategy):
             rank_zero_warn("GenerationLogger is off: generating on rank zero alone needs unsharded weights")
         elif getattr(pl_module, "tokenizer", None) is None or not hasattr(pl_module, "policy"):
             rank_zero_warn("GenerationLogger is off: the module has no `tokenizer` and `policy` to generate with")
@@ -250,6 +250,11 @@ class GenerationLogger(Callback):
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("a", encoding="utf-8") as f:
             f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def _sharded(strategy) -> bool:
+    """FSDP, FSDP2 (``ModelParallelStrategy``) or DeepSpeed stage 3: no rank holds the whole weights."""
+    return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy)) or getattr(strategy, "zero_stage_3", False)
 
 
 def _eos_ids(policy: torch.nn.Module, tokenizer) -> list[int]:

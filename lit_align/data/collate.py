@@ -55,12 +55,22 @@ class PreferenceCollator(SFTCollator):
     ``2 * n`` rows: rows ``0..n-1`` are the chosen sequences, rows ``n..2n-1`` the rejected ones, in pair order.
 
     Examples that also hold ``guided_chosen_input_ids`` etc. (preference-guided DPO) add ``guided_input_ids``,
-    ``guided_attention_mask`` and ``guided_labels`` in the same layout, padded to their own length."""
+    ``guided_attention_mask`` and ``guided_labels`` in the same layout, padded to their own length.
 
-    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+    Examples that carry their identity (``index`` in their split's example list and ``split``, as the data module
+    gives them) add ``index``, a LongTensor ``[n]`` in pair order, and ``split``, a string: the module looks up
+    precomputed reference log-probs with them."""
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor | str]:
         batch = self._pairs(examples, "")
         if "guided_chosen_input_ids" in examples[0]:
             batch.update({f"guided_{k}": v for k, v in self._pairs(examples, "guided_").items()})
+        if "index" in examples[0]:
+            splits = {e["split"] for e in examples}
+            if len(splits) != 1:
+                raise ValueError(f"a batch mixes examples of several splits: {sorted(splits)}")
+            batch["index"] = torch.tensor([e["index"] for e in examples], dtype=torch.long)
+            batch["split"] = splits.pop()
         return batch
 
     def _pairs(self, examples: list[dict], prefix: str) -> dict[str, torch.Tensor]:

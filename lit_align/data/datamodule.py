@@ -131,6 +131,15 @@ class AlignDataModule(LightningDataModule):
             total = len(self.val_data.examples)
             rank_zero_info(f"validation uses the first {self.max_val_examples} of {total} examples")
             self.val_data.examples = self.val_data.examples[: self.max_val_examples]
+        # A stable identity per example: precomputed reference log-probs are looked up by (split, index).
+        for split in ("train", "val"):
+            for index, example in enumerate(self.split_examples(split)):
+                example.update(index=index, split=split)
+
+    def split_examples(self, split: str) -> list[dict]:
+        """The prepared examples of ``train`` or ``val``, in the order their ``index`` counts."""
+        data = {"train": self.train_data, "val": self.val_data}[split]
+        return data.examples if data is not None else []
 
     def prepare_split(self, sources: list[DataSource], max_rows: int | None = None) -> PreparedData:
         if self.tokenizer is None:
@@ -230,6 +239,17 @@ class AlignDataModule(LightningDataModule):
     def _collator(self):
         kind = PreferenceCollator if self.task == "preference" else SFTCollator
         return kind(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
+
+    def examples_dataloader(self, examples: list[dict]) -> DataLoader:
+        """``examples`` in the order given, ``eval_batch_size`` at a time, padded by the run's collator: for
+        one-off passes over a split, such as precomputing the reference log-probs."""
+        return DataLoader(
+            examples,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            collate_fn=self._collator(),
+            num_workers=self.num_workers,
+        )
 
     def _world(self) -> tuple[int, int]:
         if self.trainer is None:

@@ -1,5 +1,5 @@
-"""Loading causal LMs and tokenizers, LoRA, gradient checkpointing."""
+"""Loading causal LMs and tokenizers, LoRA, QLoRA, gradient checkpointing."""
 
-from lit_align.models.loading import LoraSettings, load_causal_lm, load_tokenizer
+from lit_align.models.loading import LoraSettings, QuantizationSettings, load_causal_lm, load_tokenizer
 
-__all__ = ["LoraSettings", "load_causal_lm", "load_tokenizer"]
+__all__ = ["LoraSettings", "QuantizationSettings", "load_causal_lm", "load_tokenizer"]

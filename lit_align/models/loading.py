@@ -2,6 +2,8 @@
 
 Everything goes through ``from_pretrained``: the built-in tiny model and a hub model take the same path, so
 what the tests exercise is what users run. ``trust_remote_code`` stays off unless the recipe turns it on.
+QLoRA is the same path with a ``BitsAndBytesConfig``: the frozen linear weights are stored in 4 bits and only
+the LoRA adapter trains.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -16,6 +19,8 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
+_COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
+_QUANT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "uint8": torch.uint8}
 
 
 @dataclass
@@ -32,6 +37,38 @@ class LoraSettings:
     """Module names to adapt (e.g. ``[q_proj, v_proj]``), or ``all-linear`` for every linear layer but the head."""
     modules_to_save: list[str] = field(default_factory=list)
     """Modules trained in full and saved with the adapter (e.g. ``[embed_tokens, lm_head]`` for new tokens)."""
+
+
+@dataclass
+class QuantizationSettings:
+    """bitsandbytes 4-bit loading for QLoRA, passed to ``transformers.BitsAndBytesConfig``."""
+
+    load_in_4bit: bool = True
+    """Store the frozen linear weights in 4 bits; ``false`` loads the model unquantized (the section is ignored)."""
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit data type: ``nf4`` (NormalFloat, the QLoRA paper's) or ``fp4``."""
+    double_quant: bool = True
+    """Quantize the quantization constants too (about 0.4 bits per weight saved)."""
+    compute_dtype: str = "bfloat16"
+    """Dtype the 4-bit weights are dequantized to for each matmul (``bfloat16``, ``float16``, ``float32``)."""
+    quant_storage: str | None = None
+    """Dtype the packed 4-bit weights are stored in (``None``: uint8). FSDP needs it equal to the other weights'."""
+
+    def to_transformers(self):
+        from transformers import BitsAndBytesConfig
+
+        if self.compute_dtype not in _COMPUTE_DTYPES:
+            raise ValueError(f"quantization.compute_dtype must be one of {_COMPUTE_DTYPES}, got {self.compute_dtype!r}")
+        if self.quant_storage is not None and self.quant_storage not in _QUANT_DTYPES:
+            choices = sorted(_QUANT_DTYPES)
+            raise ValueError(f"quantization.quant_storage must be one of {choices}, got {self.quant_storage!r}")
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=self.quant_type,
+            bnb_4bit_use_double_quant=self.double_quant,
+            bnb_4bit_compute_dtype=_QUANT_DTYPES[self.compute_dtype],
+            bnb_4bit_quant_storage=_QUANT_DTYPES[self.quant_storage] if self.quant_storage else None,
+        )
 
 
 def resolve_path(name_or_path: str) -> str:
@@ -62,11 +99,13 @@ def load_causal_lm(
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
     vocab_size: int | None = None,
+    quantization: QuantizationSettings | None = None,
 ) -> nn.Module:
     """``AutoModelForCausalLM.from_pretrained`` plus the fixes every recipe needs.
 
     ``vocab_size`` is the tokenizer's length: when the tokenizer has more tokens than the embedding rows
-    (a pad token added, for instance), the embeddings grow so every id is valid.
+    (a pad token added, for instance), the embeddings grow so every id is valid. ``quantization`` loads the
+    linear layers as bitsandbytes 4-bit weights (see ``prepare_for_kbit_training`` before training them).
     """
     from transformers import AutoModelForCausalLM
 
@@ -77,6 +116,8 @@ def load_causal_lm(
         kwargs["dtype"] = _DTYPES[dtype]
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
+    if quantization is not None and quantization.load_in_4bit:
+        kwargs["quantization_config"] = quantization.to_transformers()
     model = AutoModelForCausalLM.from_pretrained(resolve_path(name_or_path), **kwargs)
     if vocab_size is not None and vocab_size > model.get_input_embeddings().weight.shape[0]:
         log.info("resizing token embeddings of %s to %d for the tokenizer", name_or_path, vocab_size)
@@ -97,6 +138,30 @@ def add_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
+
+
+def prepare_for_kbit_training(model: nn.Module, gradient_checkpointing: bool) -> None:
+    """``peft.prepare_model_for_kbit_training`` (freeze everything, upcast the non-quantized weights such as
+    norms, embeddings and head to float32, turn on checkpointing), and keep bitsandbytes' CPU kernels trainable.
+
+    On a CPU with AVX512-BF16, ``Linear4bit.forward`` repacks its weight into an inference-only layout the
+    first time it runs with ``not self.training`` and an input that does not require grad: any eval-mode,
+    no-grad forward, such as Lightning's sanity check and every validation loop. The repacked weight goes
+    through ``gemv_4bit``, which has no backward, so once training resumes no gradient flows back through the
+    frozen layers and the LoRA weights below the last layer stop learning, silently. Switching the layer's
+    ``support_avx512bf16_for_cpu`` off removes the trigger; evaluation then dequantizes as training does.
+    """
+    from bitsandbytes.nn import Linear4bit
+    from peft import prepare_model_for_kbit_training
+
+    prepare_model_for_kbit_training(
+        model,
+        use_gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+    )
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:

@@ -2,8 +2,9 @@
 
 The module owns the forward passes: chosen and rejected go through the policy in one concatenated batch,
 and the reference log-probs come from a frozen copy, from the same model with its LoRA adapter switched
-off, or not at all. The loss itself is a pure function in ``lit_align.losses``. A new algorithm subclasses
-this module and overrides ``preference_loss`` alone.
+off, from a table computed once before training (`lit_align.modules.reference_cache`), or not at all. The
+loss itself is a pure function in ``lit_align.losses``. A new algorithm subclasses this module and overrides
+``preference_loss`` alone.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from lit_align.losses.dpo import (
     dpo_loss,
     preference_metrics,
 )
-from lit_align.models.loading import disable_dropout, load_causal_lm
+from lit_align.models.loading import disable_dropout, load_causal_lm, prepare_for_kbit_training
 from lit_align.modules.base import AlignModule
 from lit_align.modules.logps import sequence_logps
+from lit_align.modules.reference_cache import ReferenceTables, lookup_reference_logps, prepare_reference_logps
 
-ReferenceMode = Literal["auto", "copy", "adapter_off", "none"]
+ReferenceMode = Literal["auto", "copy", "adapter_off", "none", "precomputed"]
 
 
 @dataclass
@@ -75,9 +77,15 @@ class DPOModule(AlignModule):
             ``nll_loss``. 0 turns it off.
         reference: ``copy`` keeps a frozen copy of the starting model; ``adapter_off`` uses the policy with its
             LoRA adapter switched off (no second copy in memory); ``none`` is reference-free (reference
-            log-probs are 0); ``auto`` is ``adapter_off`` with LoRA and ``copy`` without.
+            log-probs are 0); ``auto`` is ``adapter_off`` with LoRA and ``copy`` without. With ``quantization``,
+            ``copy`` loads a second 4-bit model instead of copying the first. ``precomputed`` scores every
+            training and validation example with the reference once, at the start of ``fit`` (``validate``: the
+            validation examples), keeps the log-probs in a table and a cache file, and trains with no reference
+            model in memory (see `lit_align.modules.reference_cache`). It needs the trainer's data module.
         reference_model_name_or_path: Load the frozen copy from elsewhere (e.g. the base model when the policy
-            starts from an SFT export). Only with ``reference: copy``.
+            starts from an SFT export). Only with ``reference: copy`` or ``precomputed``.
+        reference_cache_dir: Where ``precomputed`` keeps its files (``ref_logps-<sha256>.safetensors``, one per
+            split); default ``$XDG_CACHE_HOME/lit_align/reference_logps`` (``~/.cache/...``).
         disable_dropout: Turn dropout off in policy and reference, as TRL does by default.
     """
 
@@ -95,6 +103,7 @@ class DPOModule(AlignModule):
         rpo_alpha: float = 0.0,
         reference: ReferenceMode = "auto",
         reference_model_name_or_path: str | None = None,
+        reference_cache_dir: str | None = None,
         disable_dropout: bool = True,
         **kwargs,
     ) -> None:
@@ -107,8 +116,10 @@ class DPOModule(AlignModule):
             reference = "adapter_off" if self.lora is not None else "copy"
         if reference == "adapter_off" and self.lora is None:
             raise ValueError("reference: adapter_off needs a LoRA adapter (set model.lora) or use reference: copy")
-        if reference_model_name_or_path is not None and reference != "copy":
-            raise ValueError("reference_model_name_or_path is only used with reference: copy")
+        if reference_model_name_or_path is not None and reference not in ("copy", "precomputed"):
+            raise ValueError("reference_model_name_or_path is only used with reference: copy or precomputed")
+        if reference_cache_dir is not None and reference != "precomputed":
+            raise ValueError("reference_cache_dir is only used with reference: precomputed")
         self.beta = beta
         self.loss_type = loss_type
         self.label_smoothing = label_smoothing
@@ -117,8 +128,10 @@ class DPOModule(AlignModule):
         self.rpo_alpha = rpo_alpha
         self.reference_mode = reference
         self.reference_model_name_or_path = reference_model_name_or_path
+        self.reference_cache_dir = reference_cache_dir
         self.disable_dropout = disable_dropout
         self.reference_model: torch.nn.Module | None = None
+        self._reference_tables: ReferenceTables = {}  # precomputed: split -> (cache key, [n_examples, 2])
 
     # ---- models -------------------------------------------------------------------------------------------
 
@@ -127,14 +140,18 @@ class DPOModule(AlignModule):
             disable_dropout(model)
         if self.reference_mode != "copy":
             return
-        if self.reference_model_name_or_path is not None:
+        if self.reference_model_name_or_path is not None or self.quantization is not None:
+            # A 4-bit model is not deep-copied: the copy is a second 4-bit load of the same weights.
             reference = load_causal_lm(
-                self.reference_model_name_or_path,
+                self.reference_model_name_or_path or self.model_name_or_path,
                 dtype=self.dtype_name,
                 attn_implementation=self.attn_implementation,
                 trust_remote_code=self.trust_remote_code,
                 vocab_size=len(self.tokenizer),
+                quantization=self.quantization,
             )
+            if self.quantization is not None:
+                prepare_for_kbit_training(reference, gradient_checkpointing=False)  # the policy's float32 norms
         else:
             reference = copy.deepcopy(model)  # before LoRA and checkpointing: the exact starting weights
         reference.requires_grad_(False)
@@ -152,6 +169,27 @@ class DPOModule(AlignModule):
             self.reference_model.eval()  # the reference never trains, whatever Lightning switches
         return self
 
+    # ---- precomputed reference ----------------------------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.reference_mode == "precomputed":
+            prepare_reference_logps(self, ("train", "val"), self._reference_tables)
+
+    def on_validation_start(self) -> None:
+        super().on_validation_start()
+        if self.reference_mode == "precomputed":
+            prepare_reference_logps(self, ("val",), self._reference_tables)
+
+    def reference_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What the reference scores for ``batch``: the batch itself (preference-guided DPO: its guided rows)."""
+        return batch
+
+    def reference_cache_settings(self) -> dict:
+        """What besides the weights, the data and the precision changes the reference log-probs: part of the
+        precomputed cache's key. A subclass whose reference sees more (a soft prompt) adds it here."""
+        return {}
+
     # ---- forward ------------------------------------------------------------------------------------------
 
     def concatenated_logps(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], with_logits: bool = False):
@@ -164,6 +202,8 @@ class DPOModule(AlignModule):
     def reference_logps(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.reference_mode == "none":
             return torch.zeros(batch["input_ids"].shape[0], device=batch["input_ids"].device)
+        if self.reference_mode == "precomputed":
+            return lookup_reference_logps(self._reference_tables, batch)
         with torch.no_grad():
             if self.reference_mode == "copy":
                 return self.concatenated_logps(self.reference_model, batch)[0]
@@ -233,10 +273,10 @@ class DPOModule(AlignModule):
             self.log(f"{stage}/{name}", value, prog_bar=name == "rewards/accuracies", **options)
         return loss
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         loss = self._shared_step(batch, "train")
         self.log_learning_rate()
-        return loss
+        return self.checked_loss(loss, batch_idx)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")

@@ -21,6 +21,7 @@ live soft prompt would make the reference move during training, which DPO's deri
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -36,6 +37,7 @@ from lit_align.modules.logps import sequence_logps
 
 DEFAULT_GUIDANCE_TEXT = "请提供一个有用、诚实、无害且简洁的回答。"
 _BATCH_KEYS = ("input_ids", "attention_mask", "labels")
+_IDENTITY_KEYS = ("index", "split")
 
 
 @dataclass
@@ -156,17 +158,28 @@ class PreferenceGuidedDPOModule(DPOModule):
         return (logps, n_tokens, logits[:, n_virtual:]) if with_logits else (logps, n_tokens)
 
     def _guided_batches(self, batch: dict[str, torch.Tensor]) -> tuple[dict, dict]:
-        """The guided batch for the policy and the one for the reference (they differ only in the soft prompt)."""
+        """The guided batch for the policy and the one for the reference (they differ only in the soft prompt).
+        Both keep the pairs' ``index`` and ``split``, by which precomputed reference log-probs are looked up."""
+        identity = {key: batch[key] for key in _IDENTITY_KEYS if key in batch}
         if self.guidance == "embedding":
-            plain = {key: batch[key] for key in _BATCH_KEYS}
+            plain = {key: batch[key] for key in _BATCH_KEYS} | identity
             return {**plain, "soft_prompt": self.soft_prompt}, {**plain, "soft_prompt": self.reference_soft_prompt}
         if "guided_input_ids" not in batch:
             raise ValueError(
                 "guidance: text needs guided_input_ids in the batch: build AlignDataModule with guidance_text "
                 "(the lit_align CLI links it from the model)"
             )
-        guided = {key: batch[f"guided_{key}"] for key in _BATCH_KEYS}
+        guided = {key: batch[f"guided_{key}"] for key in _BATCH_KEYS} | identity
         return guided, guided
+
+    def reference_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self._guided_batches(batch)[1]
+
+    def reference_cache_settings(self) -> dict:
+        if self.reference_soft_prompt is None:
+            return {}  # text guidance: the guided token ids are part of the data the key hashes
+        values = self.reference_soft_prompt.detach().float().cpu().contiguous()
+        return {"reference_soft_prompt_sha256": hashlib.sha256(values.numpy().tobytes()).hexdigest()}
 
     def compute_logps(self, batch: dict[str, torch.Tensor]) -> GuidedPreferenceLogps:
         n_pairs = batch["input_ids"].shape[0] // 2
@@ -221,9 +234,9 @@ class PreferenceGuidedDPOModule(DPOModule):
 
     # ---- export -------------------------------------------------------------------------------------------
 
-    def export_pretrained(self, out: str | Path) -> None:
+    def export_pretrained(self, out: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """The policy as DPO exports it, plus ``soft_prompt.pt`` in embedding mode (trained or not), so the
         guided policy can be rebuilt; the plain policy, the one to deploy, does not need it."""
-        super().export_pretrained(out)
+        super().export_pretrained(out, state_dict=state_dict)
         if self.soft_prompt is not None:
             torch.save(self.soft_prompt.detach().cpu().clone(), Path(out) / "soft_prompt.pt")

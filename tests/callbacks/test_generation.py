@@ -125,3 +125,12 @@ def test_markdown_table_and_left_pad():
     ]
     ids, mask = left_pad([[5, 6, 7], [8]], pad_token_id=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_off_where_no_rank_holds_the_whole_weights():
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
+
+    from lit_align.callbacks.generation import _sharded
+
+    assert _sharded(ModelParallelStrategy()) and _sharded(FSDPStrategy())
+    assert not _sharded(DDPStrategy())

@@ -1,0 +1,308 @@
+"""Reference log-probs computed once before training, so DPO trains with no reference model in memory.
+
+``reference: precomputed`` trades one extra pass over the data, and a file of 8 bytes per pair, for the memory of
+a second model (``copy``) or the reference forward of every step (``adapter_off``). Before the first training or
+validation step the module builds the reference (the policy with its LoRA adapter switched off, or else a fresh
+load of the starting weights, deleted after the pass), scores every example of the split once (no gradient, eval
+mode, the run's precision) and keeps a table ``[n_examples, 2]`` of (chosen, rejected) log-prob sums, which
+batches index by their ``split`` and ``index``.
+
+A fresh load rather than a copy of the policy: on resume the policy already holds trained weights, and under a
+sharded strategy it is not a plain model. The one difference from ``copy``: rows that ``load_causal_lm`` adds to
+the embeddings for a longer tokenizer are drawn at random, so they differ from the policy's draw.
+
+Each split has its own file, ``<cache dir>/ref_logps-<key>.safetensors``. The key is the SHA-256 of
+
+- the reference weights: the resolved path (a hub name resolves to its local snapshot, whose path names the commit)
+  and the name, size and modification time of every file in that directory. Cheap, known before anything is
+  loaded, and rewriting a weight file changes its mtime. Also dtype, attention implementation, vocabulary size,
+  quantization and the trainer's precision, which change the numbers;
+- the data: every token id and label of every example of the split, in order (the chat template, ``max_length``
+  and truncation are all in there);
+- which methods score (``reference_inputs``, ``concatenated_logps``) and the module's
+  ``reference_cache_settings()`` (preference-guided DPO adds its soft prompt).
+
+The file is written to a temporary name and renamed, so a killed run leaves no half file, and a restart with the
+same key reuses it.
+
+Under DDP and sharded strategies each rank scores a disjoint share, examples ``rank::world_size``, padded so every
+rank runs the same number of forwards (FSDP needs that), and the shares are all-gathered: every rank holds the
+whole table. Global rank 0 alone reads and writes the file and broadcasts what it read, so nodes need no shared
+file system.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+from lightning.pytorch.utilities import rank_zero_info
+from safetensors.torch import load_file, save
+
+from lit_align.models.loading import disable_dropout, load_causal_lm, resolve_path
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+ReferenceTables = dict[str, tuple[str, torch.Tensor]]
+"""Split name to (cache key, table ``[n_examples, 2]`` of reference chosen and rejected log-probs)."""
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/lit_align/reference_logps`` (``~/.cache/...`` by default): outside the run directory, so
+    every run on the same data and weights reuses the files; the content-derived key makes sharing safe."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lit_align" / "reference_logps"
+
+
+def examples_digest(examples: Sequence[dict]) -> str:
+    """SHA-256 over every ``*input_ids`` and ``*labels`` list of every example, in order."""
+    digest = hashlib.sha256()
+    for example in examples:
+        for key in sorted(k for k in example if k.endswith(("input_ids", "labels"))):
+            ids = array("q", example[key])
+            digest.update(f"{key}:{len(ids)};".encode())
+            digest.update(ids.tobytes())
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+def model_fingerprint(name_or_path: str) -> dict[str, Any]:
+    """The resolved directory of a model and ``(name, size, mtime_ns)`` of each file in it."""
+    path = resolve_path(name_or_path)
+    directory = Path(path) if os.path.isdir(path) else _hub_snapshot(path)
+    if directory is None:
+        return {"name": name_or_path}
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in directory.iterdir() if f.is_file())
+    return {"path": str(directory), "files": files}
+
+
+def _hub_snapshot(name: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # not a hub name, or not in the local cache: the name alone identifies it
+        return None
+
+
+def cache_key(module, split: str, examples: Sequence[dict]) -> str:
+    """The SHA-256 that names a split's cache file (see the module docstring)."""
+    cls = type(module)
+    quantization = getattr(module, "quantization", None)
+    settings = {
+        "format": CACHE_FORMAT,
+        "reference": model_fingerprint(module.reference_model_name_or_path or module.model_name_or_path),
+        "dtype": module.dtype_name,
+        "attn_implementation": module.attn_implementation,
+        "vocab_size": len(module.tokenizer),
+        "quantization": dataclasses.asdict(quantization) if dataclasses.is_dataclass(quantization) else quantization,
+        "precision": str(module.trainer.precision),
+        "scored_by": [cls.reference_inputs.__qualname__, cls.concatenated_logps.__qualname__],
+        "module_settings": module.reference_cache_settings(),
+        "split": split,
+        "count": len(examples),
+        "examples": examples_digest(examples),
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def save_reference_logps(path: Path, table: torch.Tensor, metadata: dict[str, str]) -> None:
+    """Write ``table`` ``[n, 2]`` as safetensors, atomically (temporary file in the same directory, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tensors = {
+        "reference_chosen_logps": table[:, 0].contiguous().cpu(),
+        "reference_rejected_logps": table[:, 1].contiguous().cpu(),
+    }
+    try:
+        with open(temporary, "wb") as file:
+            file.write(save(tensors, metadata=metadata))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_reference_logps(path: Path, count: int) -> torch.Tensor | None:
+    """The table ``[count, 2]`` stored at ``path``, or None when the file is missing, unreadable or of another size."""
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(path)
+        table = torch.stack([tensors["reference_chosen_logps"], tensors["reference_rejected_logps"]], dim=1)
+    except Exception as error:
+        log.warning("ignoring unreadable reference log-prob cache %s: %s", path, error)
+        return None
+    if table.shape != (count, 2):
+        log.warning("ignoring reference log-prob cache %s: shape %s, expected (%d, 2)", path, tuple(table.shape), count)
+        return None
+    return table.float()
+
+
+def lookup_reference_logps(tables: ReferenceTables, batch: dict) -> torch.Tensor:
+    """Reference log-probs ``[2n]`` of a batch (chosen rows, then rejected rows), looked up by its ``split`` and
+    ``index``."""
+    if "index" not in batch or "split" not in batch:
+        raise ValueError(
+            "reference: precomputed looks reference log-probs up by the batch's `index` and `split`, which "
+            "AlignDataModule's preference collator adds; this batch has neither"
+        )
+    split = batch["split"]
+    if split not in tables:
+        raise ValueError(
+            f"no precomputed reference log-probs for the {split!r} split: they are computed at the start of fit "
+            "(train and val) and of validate (val), from the trainer's data module"
+        )
+    table = tables[split][1]
+    values = table[batch["index"].to(table.device)]
+    return torch.cat([values[:, 0], values[:, 1]]).to(batch["input_ids"].device)
+
+
+def prepare_reference_logps(module, splits: Sequence[str], tables: ReferenceTables) -> None:
+    """Fill ``tables`` for ``splits`` of the trainer's data module: from the cache, or by one pass of the reference.
+
+    Every rank must call this (it broadcasts and gathers). Splits already in ``tables`` under the same key are left
+    as they are; a split without examples is skipped."""
+    trainer = module.trainer
+    datamodule = trainer.datamodule
+    if datamodule is None or not hasattr(datamodule, "split_examples"):
+        raise ValueError(
+            "reference: precomputed scores the examples of the trainer's data module: pass an AlignDataModule "
+            "(datamodule=...) to fit or validate"
+        )
+    cache_dir = Path(module.reference_cache_dir) if module.reference_cache_dir else default_cache_dir()
+    missing = []
+    for split in splits:
+        examples = datamodule.split_examples(split)
+        if not examples:
+            continue
+        key = trainer.strategy.broadcast(cache_key(module, split, examples), src=0)  # one key, whatever the node
+        if split in tables and tables[split][0] == key:
+            continue
+        path = cache_dir / f"ref_logps-{key}.safetensors"
+        table = load_reference_logps(path, len(examples)) if trainer.is_global_zero else None
+        table = trainer.strategy.broadcast(table, src=0)
+        if table is None:
+            missing.append((split, key, examples, path))
+        else:
+            rank_zero_info(f"reference log-probs [{split}]: reused {path}")
+            tables[split] = (key, table.to(module.device))
+    if not missing:
+        return
+    with _reference_scorer(module) as score:
+        for split, key, examples, path in missing:
+            start = time.perf_counter()
+            table = _score_split(module, datamodule, examples, score, sort_by_length=split == "train")
+            if trainer.is_global_zero:
+                metadata = {"split": split, "key": key, "model": str(module.model_name_or_path)}
+                save_reference_logps(path, table, metadata)
+            trainer.strategy.barrier()
+            seconds = time.perf_counter() - start
+            rank_zero_info(f"reference log-probs [{split}]: computed {len(examples)} in {seconds:.1f}s, wrote {path}")
+            tables[split] = (key, table.to(module.device))
+
+
+def _score_split(module, datamodule, examples: Sequence[dict], score: Callable, sort_by_length: bool) -> torch.Tensor:
+    """This rank's share of ``examples`` scored, then gathered: the whole table ``[n, 2]`` on the CPU.
+
+    Unsorted, the shares are exactly the validation loader's batches (``DistributedSampler`` without shuffling
+    also deals ``rank::world_size``), so the values equal a live reference's bit for bit and validation at step 0
+    shows rewards of exactly 0, as with ``copy``. Training batches are length-bucketed, so the training split is
+    sorted by length instead, which cuts padding; its values then differ from a live reference's by float
+    rounding (about 1e-7 relative)."""
+    trainer = module.trainer
+    world, rank, n = trainer.world_size, trainer.global_rank, len(examples)
+    per_rank = -(-n // world)
+    share = list(range(rank, n, world))
+    if sort_by_length:
+        share.sort(key=lambda i: examples[i]["length"])  # similar lengths in a batch: less padding
+    valid = len(share)
+    share += [share[-1] if share else 0] * (per_rank - valid)  # repeats, so every rank runs as many forwards
+    values = []
+    with torch.no_grad(), trainer.precision_plugin.forward_context():
+        for batch in datamodule.examples_dataloader([examples[i] for i in share]):
+            logps = score(module.reference_inputs(move_data_to_device(batch, module.device)))
+            pairs = logps.shape[0] // 2
+            values.append(torch.stack([logps[:pairs], logps[pairs:]], dim=1).float())
+    values = torch.cat(values)
+    indices = torch.tensor(share[:valid] + [-1] * (per_rank - valid), device=values.device)
+    if world > 1:
+        values = trainer.strategy.all_gather(values).reshape(-1, 2)
+        indices = trainer.strategy.all_gather(indices).reshape(-1)
+    values, indices = values.cpu(), indices.cpu()
+    keep = indices >= 0
+    table = torch.full((n, 2), float("nan"))
+    table[indices[keep]] = values[keep]
+    if torch.isnan(table).any():
+        raise RuntimeError("precomputing the reference log-probs left examples unscored")
+    return table
+
+
+@contextmanager
+def _reference_scorer(module) -> Iterator[Callable[[dict], torch.Tensor]]:
+    """A function from batch to reference log-probs ``[2n]`` for the duration of the pass.
+
+    With LoRA (and no ``reference_model_name_or_path``) it is the policy with its adapter off; otherwise the
+    starting weights are loaded as ``configure_model`` loads them and deleted on exit."""
+    if module.lora is not None and module.reference_model_name_or_path is None:
+        policy, was_training = module.policy, module.policy.training
+        policy.eval()
+
+        def score(batch: dict) -> torch.Tensor:
+            with policy.disable_adapter():
+                return module.concatenated_logps(policy, batch)[0]
+
+        try:
+            yield score
+        finally:
+            policy.train(was_training)
+        return
+    reference = _load_reference(module)
+
+    def score(batch: dict) -> torch.Tensor:
+        return module.concatenated_logps(reference, batch)[0]
+
+    try:
+        yield score
+    finally:
+        reference = None  # the closure's cell: nothing holds the model any more
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _load_reference(module) -> torch.nn.Module:
+    quantization = getattr(module, "quantization", None)
+    extra = {} if quantization is None else {"quantization": quantization}
+    reference = load_causal_lm(
+        module.reference_model_name_or_path or module.model_name_or_path,
+        dtype=module.dtype_name,
+        attn_implementation=module.attn_implementation,
+        trust_remote_code=module.trust_remote_code,
+        vocab_size=len(module.tokenizer),
+        **extra,
+    )
+    if quantization is not None:
+        from lit_align.models.loading import prepare_for_kbit_training
+
+        prepare_for_kbit_training(reference, gradient_checkpointing=False)  # float32 norms, as the policy's
+    reference.requires_grad_(False)
+    disable_dropout(reference)
+    reference = module.trainer.precision_plugin.convert_module(reference)  # as the strategy converted the policy
+    return reference.to(module.device).eval()
