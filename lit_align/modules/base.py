@@ -111,16 +111,7 @@ class AlignModule(LightningModule):
         """Load the policy (and whatever the algorithm needs beside it) once, on the target device's rank."""
         if self.policy is not None:
             return
-        model = load_causal_lm(
-            self.model_name_or_path,
-            dtype=self.dtype_name,
-            attn_implementation=self.attn_implementation,
-            trust_remote_code=self.trust_remote_code,
-            vocab_size=len(self.tokenizer),
-            quantization=self.quantization,
-        )
-        if self.quantization is not None:
-            prepare_for_kbit_training(model, gradient_checkpointing=self.gradient_checkpointing)
+        model = self.load_model(gradient_checkpointing=self.gradient_checkpointing)
         self.configure_base_model(model)
         if self.gradient_checkpointing:
             enable_gradient_checkpointing(model)
@@ -148,6 +139,21 @@ class AlignModule(LightningModule):
                 f"FSDP2 shards the policy and the reference model only; trainable {unsharded[:3]} live outside "
                 "them and would not be synchronised across ranks. Use configs/strategy/ddp.yaml."
             )
+
+    def load_model(self, name_or_path: str | None = None, gradient_checkpointing: bool = False) -> torch.nn.Module:
+        """``from_pretrained`` with this module's dtype, attention, trust and quantization settings (the policy,
+        and any reference loaded beside it); a quantized model is prepared for k-bit training."""
+        model = load_causal_lm(
+            name_or_path or self.model_name_or_path,
+            dtype=self.dtype_name,
+            attn_implementation=self.attn_implementation,
+            trust_remote_code=self.trust_remote_code,
+            vocab_size=len(self.tokenizer),
+            quantization=self.quantization,
+        )
+        if self.quantization is not None:
+            prepare_for_kbit_training(model, gradient_checkpointing=gradient_checkpointing)
+        return model
 
     def configure_base_model(self, model: torch.nn.Module) -> None:
         """Hook between loading and LoRA wrapping (the DPO module copies its reference here)."""

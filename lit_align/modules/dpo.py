@@ -23,7 +23,7 @@ from lit_align.losses.dpo import (
     dpo_loss,
     preference_metrics,
 )
-from lit_align.models.loading import disable_dropout, load_causal_lm, prepare_for_kbit_training
+from lit_align.models.loading import disable_dropout
 from lit_align.modules.base import AlignModule
 from lit_align.modules.logps import sequence_logps
 from lit_align.modules.reference_cache import ReferenceTables, lookup_reference_logps, prepare_reference_logps
@@ -142,16 +142,7 @@ class DPOModule(AlignModule):
             return
         if self.reference_model_name_or_path is not None or self.quantization is not None:
             # A 4-bit model is not deep-copied: the copy is a second 4-bit load of the same weights.
-            reference = load_causal_lm(
-                self.reference_model_name_or_path or self.model_name_or_path,
-                dtype=self.dtype_name,
-                attn_implementation=self.attn_implementation,
-                trust_remote_code=self.trust_remote_code,
-                vocab_size=len(self.tokenizer),
-                quantization=self.quantization,
-            )
-            if self.quantization is not None:
-                prepare_for_kbit_training(reference, gradient_checkpointing=False)  # the policy's float32 norms
+            reference = self.load_model(self.reference_model_name_or_path)  # float32 norms, as the policy's
         else:
             reference = copy.deepcopy(model)  # before LoRA and checkpointing: the exact starting weights
         reference.requires_grad_(False)

@@ -52,7 +52,7 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.utilities import rank_zero_info
 from safetensors.torch import load_file, save
 
-from lit_align.models.loading import disable_dropout, load_causal_lm, resolve_path
+from lit_align.models.loading import disable_dropout, resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -288,20 +288,7 @@ def _reference_scorer(module) -> Iterator[Callable[[dict], torch.Tensor]]:
 
 
 def _load_reference(module) -> torch.nn.Module:
-    quantization = getattr(module, "quantization", None)
-    extra = {} if quantization is None else {"quantization": quantization}
-    reference = load_causal_lm(
-        module.reference_model_name_or_path or module.model_name_or_path,
-        dtype=module.dtype_name,
-        attn_implementation=module.attn_implementation,
-        trust_remote_code=module.trust_remote_code,
-        vocab_size=len(module.tokenizer),
-        **extra,
-    )
-    if quantization is not None:
-        from lit_align.models.loading import prepare_for_kbit_training
-
-        prepare_for_kbit_training(reference, gradient_checkpointing=False)  # float32 norms, as the policy's
+    reference = module.load_model(module.reference_model_name_or_path)
     reference.requires_grad_(False)
     disable_dropout(reference)
     reference = module.trainer.precision_plugin.convert_module(reference)  # as the strategy converted the policy
