@@ -58,6 +58,8 @@ class AlignDataModule(LightningDataModule):
             source or bucket weights.
         seed: Seed of the batch plan (with the epoch, it fixes every batch).
         pad_to_multiple_of: Round padded lengths up (8 suits tensor cores).
+        separate_val_sets: With several ``val`` sources, validate each on its own and log the first under
+            ``val/`` and the others under ``val_<name>/`` (e.g. ``val_hh_rlhf/rewards/accuracies``).
         guidance_text: Preference data only: also tokenise every pair with this instruction in the system
             message, for preference-guided DPO. Linked from the model by the CLI (``None`` for other modules).
     """
@@ -85,6 +87,7 @@ class AlignDataModule(LightningDataModule):
         seed: int = 42,
         pad_to_multiple_of: int | None = None,
         guidance_text: str | None = None,
+        separate_val_sets: bool = False,
     ) -> None:
         super().__init__()
         if tokenizer is None:
@@ -111,6 +114,7 @@ class AlignDataModule(LightningDataModule):
         self.curriculum = list(curriculum or [])
         self.seed = seed
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.separate_val_sets = separate_val_sets
         self.guidance_text = guidance_text
         self.tokenizer = None
         self.train_data: PreparedData | None = None
@@ -269,15 +273,32 @@ class AlignDataModule(LightningDataModule):
             num_workers=self.num_workers,
         )
 
+    @property
+    def val_set_names(self) -> list[str]:
+        """Metric prefixes of the validation loaders: ``val`` for the first set, ``val_<source name>`` for the
+        others when ``separate_val_sets`` is on and there are several sources."""
+        reports = self.val_data.reports if self.val_data is not None else []
+        if not self.separate_val_sets or len(reports) < 2:
+            return ["val"]
+        return ["val"] + [f"val_{report.name}" for report in reports[1:]]
+
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_data.examples:
             return []
+        if len(self.val_set_names) == 1:
+            return self._val_loader(self.val_data.examples)
+        by_source = {report.name: [] for report in self.val_data.reports}
+        for example in self.val_data.examples:
+            by_source[example["source"]].append(example)
+        return [self._val_loader(examples) for examples in by_source.values()]
+
+    def _val_loader(self, examples: list[dict]) -> DataLoader:
         num_replicas, rank = self._world()
         sampler = None
         if num_replicas > 1:
-            sampler = DistributedSampler(self.val_data.examples, num_replicas, rank, shuffle=False)
+            sampler = DistributedSampler(examples, num_replicas, rank, shuffle=False)
         return DataLoader(
-            self.val_data.examples,
+            examples,
             batch_size=self.eval_batch_size,
             sampler=sampler,
             shuffle=False,

@@ -173,6 +173,11 @@ class AlignModule(LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": LambdaLR(optimizer, factor), "interval": "step"}}
 
+    def val_stage(self, dataloader_idx: int = 0) -> str:
+        """Metric prefix of a validation loader: ``val`` for the first set, ``val_<name>`` for further ones."""
+        names = getattr(self.trainer.datamodule, "val_set_names", None) if self._trainer is not None else None
+        return names[dataloader_idx] if names else "val"
+
     def log_learning_rate(self) -> None:
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
 

@@ -259,6 +259,7 @@ class DPOModule(AlignModule):
         n_pairs = batch["input_ids"].shape[0] // 2
         training = stage == "train"
         options = {"on_step": training, "on_epoch": not training, "batch_size": n_pairs, "sync_dist": not training}
+        options["add_dataloader_idx"] = False  # validation sets are told apart by `stage`
         self.log(f"{stage}/loss", loss, prog_bar=True, **options)
         for name, value in metrics.items():
             self.log(f"{stage}/{name}", value, prog_bar=name == "rewards/accuracies", **options)
@@ -269,5 +270,5 @@ class DPOModule(AlignModule):
         self.log_learning_rate()
         return self.checked_loss(loss, batch_idx)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._shared_step(batch, self.val_stage(dataloader_idx))

@@ -26,7 +26,7 @@ class SFTModule(AlignModule):
         # Summed over the whole validation set (then over ranks) so val/loss is a mean over tokens. Plain
         # tensors made fresh every validation run: a metric state created under `trainer.validate`'s
         # inference mode could not be updated in place by the validation runs inside `fit`.
-        self._val_totals: torch.Tensor | None = None
+        self._val_totals: dict[int, torch.Tensor] = {}
 
     def token_nll(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed negative log-likelihood of the label tokens and their count."""
@@ -48,18 +48,21 @@ class SFTModule(AlignModule):
         return self.checked_loss(loss, batch_idx)
 
     def on_validation_epoch_start(self) -> None:
-        self._val_totals = torch.zeros(2, dtype=torch.float64, device=self.device)
+        self._val_totals = {}
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         nll, n_tokens = self.token_nll(batch)
-        self._val_totals = self._val_totals + torch.stack([nll.detach().double(), n_tokens.double()])
+        totals = torch.stack([nll.detach().double(), n_tokens.double()])
+        self._val_totals[dataloader_idx] = self._val_totals.get(dataloader_idx, 0) + totals
 
     def on_validation_epoch_end(self) -> None:
-        totals = self._val_totals
-        if self._trainer is not None and self.trainer.world_size > 1:
-            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
-        nll_sum, total_tokens = totals.tolist()
-        if total_tokens > 0:
-            loss = torch.tensor(nll_sum / total_tokens)
-            self.log("val/loss", loss, prog_bar=True)
-            self.log("val/ppl", torch.exp(loss) if loss < 50 else torch.tensor(math.inf))
+        for dataloader_idx, totals in sorted(self._val_totals.items()):
+            if self._trainer is not None and self.trainer.world_size > 1:
+                totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+            nll_sum, total_tokens = totals.tolist()
+            if total_tokens > 0:
+                stage = self.val_stage(dataloader_idx)
+                loss = torch.tensor(nll_sum / total_tokens)
+                self.log(f"{stage}/loss", loss, prog_bar=stage == "val", add_dataloader_idx=False)
+                ppl = torch.exp(loss) if loss < 50 else torch.tensor(math.inf)
+                self.log(f"{stage}/ppl", ppl, add_dataloader_idx=False)
