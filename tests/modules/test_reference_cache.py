@@ -4,6 +4,7 @@ second run reuses, and keys that change with the data and the weights."""
 import gc
 import logging
 import math
+import tempfile
 import weakref
 
 import pytest
@@ -46,6 +47,7 @@ def _trainer(max_steps: int = 2, callbacks=(), limit_val_batches: int | float = 
         num_sanity_val_steps=0,
         limit_val_batches=limit_val_batches,
         callbacks=list(callbacks),
+        default_root_dir=tempfile.mkdtemp(prefix="lit_align_test_"),  # the hf/ export goes there, not into the repo
     )
 
 
