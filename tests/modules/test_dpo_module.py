@@ -6,21 +6,16 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from lit_align.data.datamodule import AlignDataModule, DataSource
 from lit_align.losses import dpo_loss
 from lit_align.models import LoraSettings
 from lit_align.modules import DPOModule
 
-from ..conftest import DEMO_DATA, TINY_MODEL
+from ..conftest import TINY_MODEL
 
 
 @pytest.fixture(scope="module")
-def batch():
-    data = AlignDataModule(
-        [DataSource(str(DEMO_DATA / "dpo_val.jsonl"))], tokenizer=str(TINY_MODEL), task="preference", batch_size=4
-    )
-    data.setup()
-    return next(iter(data.val_dataloader() or data.train_dataloader()))
+def batch(preference_batch):
+    return preference_batch
 
 
 def _module(**kwargs) -> DPOModule:
