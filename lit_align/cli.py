@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from lit_align.data.datamodule import AlignDataModule
+from lit_align.models.zero3 import release_engine
 from lit_align.modules.base import AlignModule
 
 
@@ -57,6 +58,7 @@ class AlignCLI(LightningCLI):
         # Not when resuming: the checkpoint's weights are only loaded inside `fit`.
         if self.config.fit.get("validate_before_training") and not self.config.fit.get("ckpt_path"):
             self.trainer.validate(self.model, datamodule=self.datamodule)
+            release_engine(self.trainer.strategy)  # DeepSpeed: fit builds an engine of its own
 
 
 def instantiate(args: list[str] | dict) -> AlignCLI:

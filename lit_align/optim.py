@@ -55,13 +55,15 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, kind: str = "cosin
 def parameter_groups(model: nn.Module) -> list[dict]:
     """Trainable parameters split so biases and norm weights (1-D tensors) get no weight decay.
 
-    The decayed group keeps the optimizer's own ``weight_decay``; the other sets it to 0.
+    The decayed group keeps the optimizer's own ``weight_decay``; the other sets it to 0. An empty group is left
+    out (DeepSpeed drops it, and the learning-rate schedule must count the groups as the optimizer does).
     """
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
-            (decay if param.ndim >= 2 else no_decay).append(param)
-    groups = [{"params": decay}]
+            shape = getattr(param, "ds_shape", param.shape)  # ZeRO-3 partitions every tensor to a 1-D slice
+            (decay if len(shape) >= 2 else no_decay).append(param)
+    groups = [{"params": decay}] if decay else []
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return groups

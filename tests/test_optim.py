@@ -34,3 +34,20 @@ def test_no_weight_decay_on_biases_and_norms():
     groups = parameter_groups(model)
     assert [p.shape for p in groups[0]["params"]] == [torch.Size([4, 4])]
     assert groups[1]["weight_decay"] == 0.0 and len(groups[1]["params"]) == 2  # LayerNorm weight and bias
+
+
+def test_empty_groups_are_left_out():
+    lora_like = torch.nn.Sequential(torch.nn.Linear(4, 2, bias=False), torch.nn.Linear(2, 4, bias=False))
+    assert [len(g["params"]) for g in parameter_groups(lora_like)] == [2]
+    norms_only = torch.nn.LayerNorm(4)
+    groups = parameter_groups(norms_only)
+    assert len(groups) == 1 and groups[0]["weight_decay"] == 0.0
+
+
+def test_zero3_partitioned_weights_keep_their_decay():
+    # DeepSpeed ZeRO-3 leaves a parameter as an empty 1-D slice and records its real shape in ds_shape.
+    linear = torch.nn.Linear(4, 4, bias=False)
+    linear.weight.data = torch.empty(0)
+    linear.weight.ds_shape = torch.Size([4, 4])
+    groups = parameter_groups(linear)
+    assert len(groups) == 1 and "weight_decay" not in groups[0]

@@ -30,6 +30,14 @@ from lit_align.models.loading import (
     prepare_for_kbit_training,
 )
 from lit_align.models.sharding import decoder_layers, full_state_dict, is_dtensor, is_sharded, shard_model
+from lit_align.models.zero3 import (
+    full_numel,
+    gathered_state_dict,
+    is_partitioned,
+    reset_lora_weights,
+    zero3_config,
+    zero3_loading,
+)
 from lit_align.optim import LRSchedule, lr_factor, parameter_groups
 
 log = logging.getLogger(__name__)
@@ -111,17 +119,22 @@ class AlignModule(LightningModule):
         """Load the policy (and whatever the algorithm needs beside it) once, on the target device's rank."""
         if self.policy is not None:
             return
-        model = self.load_model(gradient_checkpointing=self.gradient_checkpointing)
-        self.configure_base_model(model)
+        # Under DeepSpeed ZeRO-3 (Lightning runs this inside deepspeed.zero.Init) the models loaded here come
+        # out partitioned across ranks; anything loaded later is whole again.
+        with zero3_loading(zero3_config(self._trainer.strategy) if self._trainer is not None else None):
+            model = self.load_model(gradient_checkpointing=self.gradient_checkpointing)
+            self.configure_base_model(model)
         if self.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         self.policy = add_lora(model, self.lora) if self.lora is not None else model
+        if self.lora is not None and is_partitioned(self.policy):
+            reset_lora_weights(self.policy)
         # from_pretrained returns eval mode. Train mode before the first forward: gradient checkpointing
         # only runs in train mode. (4-bit weights and eval forwards: see prepare_for_kbit_training.)
         self.policy.train()
         if self.lora is not None:
-            trainable = sum(p.numel() for p in self.policy.parameters() if p.requires_grad)
-            total = sum(p.numel() for p in self.policy.parameters())
+            trainable = sum(full_numel(p) for p in self.policy.parameters() if p.requires_grad)
+            total = sum(full_numel(p) for p in self.policy.parameters())
             rank_zero_info(f"LoRA: {trainable:,} trainable of {total:,} parameters ({trainable / total:.2%})")
         if self._device_mesh is not None:  # ModelParallelStrategy (configs/strategy/fsdp.yaml)
             self.shard_models(self._device_mesh)
@@ -263,6 +276,8 @@ class AlignModule(LightningModule):
         if log_dir is not None and is_sharded(self.policy):
             # A collective too: rank zero gets the whole weights (with LoRA, the adapter alone).
             state_dict = full_state_dict(self.policy, trainable_only=self.lora is not None)
+        elif log_dir is not None and is_partitioned(self.policy):  # DeepSpeed ZeRO-3, the same
+            state_dict = gathered_state_dict(self.policy, trainable_only=self.lora is not None)
         if self.trainer.is_global_zero and log_dir is not None:
             out = Path(log_dir) / "hf"
             self.export_pretrained(out, state_dict=state_dict)

@@ -24,6 +24,7 @@ from lit_align.losses.dpo import (
     preference_metrics,
 )
 from lit_align.models.loading import disable_dropout
+from lit_align.models.zero3 import is_partitioned
 from lit_align.modules.base import AlignModule
 from lit_align.modules.logps import sequence_logps
 from lit_align.modules.reference_cache import ReferenceTables, lookup_reference_logps, prepare_reference_logps
@@ -140,9 +141,10 @@ class DPOModule(AlignModule):
             disable_dropout(model)
         if self.reference_mode != "copy":
             return
-        if self.reference_model_name_or_path is not None or self.quantization is not None:
-            # A 4-bit model is not deep-copied: the copy is a second 4-bit load of the same weights.
-            reference = self.load_model(self.reference_model_name_or_path)  # float32 norms, as the policy's
+        if self.reference_model_name_or_path is not None or self.quantization is not None or is_partitioned(model):
+            # 4-bit and ZeRO-3 partitioned models are not deep-copied: the copy is a second load of the same
+            # weights, 4-bit (float32 norms, as the policy's) or partitioned alike.
+            reference = self.load_model(self.reference_model_name_or_path)
         else:
             reference = copy.deepcopy(model)  # before LoRA and checkpointing: the exact starting weights
         reference.requires_grad_(False)

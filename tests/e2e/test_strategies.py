@@ -1,11 +1,11 @@
-"""End to end: the DPO quickstart under DDP, FSDP2 and DeepSpeed ZeRO-2, two CPU processes each, switched by
-``--config configs/strategy/<name>.yaml`` alone.
+"""End to end: the DPO quickstart under DDP, FSDP2 and DeepSpeed ZeRO-2 and ZeRO-3, two CPU processes each,
+switched by ``--config configs/strategy/<name>.yaml`` alone.
 
 The three strategies compute the same thing, so their loss curves must agree with each other (to float
 rounding), a resumed run must agree with an uninterrupted one, and every run's ``hf/`` must load.
 
 Lightning refuses DeepSpeed without CUDA; ``CPUDeepSpeedStrategy`` below, for tests only, skips those checks
-so ZeRO-2 runs on DeepSpeed's CPU accelerator (gloo). The shipped ``deepspeed_zero2.yaml`` stays the GPU one.
+so ZeRO-2 and ZeRO-3 run on DeepSpeed's CPU accelerator (gloo). The shipped fragments stay the GPU ones.
 """
 
 from pathlib import Path
@@ -28,6 +28,11 @@ DEEPSPEED = (
     "--config", str(ROOT / "configs/strategy/deepspeed_zero2.yaml"),
     f"--trainer.strategy.class_path={__name__}.CPUDeepSpeedStrategy",
 )  # fmt: skip
+ZERO3 = (
+    "--config", str(ROOT / "configs/strategy/deepspeed_zero3.yaml"),
+    f"--trainer.strategy.class_path={__name__}.CPUDeepSpeedStrategy",
+)  # fmt: skip
+FULL_MODEL = ("--model.init_args.lora=null", "--model.init_args.optimizer.init_args.lr=1e-4")
 
 
 class CPUDeepSpeedStrategy(DeepSpeedStrategy):
@@ -140,7 +145,7 @@ def test_deepspeed_zero2_trains_as_ddp_does_and_resumes(ddp_run, tmp_path):
 
 def test_deepspeed_zero2_checkpoint_with_a_reference_copy_resumes(tmp_path):
     pytest.importorskip("deepspeed")
-    full_model = ("--model.init_args.lora=null", "--model.init_args.optimizer.init_args.lr=1e-4")
+    full_model = FULL_MODEL
     short = ("--trainer.val_check_interval=2", "--data.max_val_examples=16")
     first = _fit(QUICKSTART, tmp_path / "first", *DEEPSPEED, *CPU, *full_model, *short, "--trainer.max_steps=2")
     checkpoint = first / "checkpoints" / "last.ckpt"
@@ -149,3 +154,44 @@ def test_deepspeed_zero2_checkpoint_with_a_reference_copy_resumes(tmp_path):
         f"--ckpt_path={checkpoint}",
     )  # fmt: skip
     assert [step for step, _ in _losses(second)] == [2]
+
+
+@pytest.fixture(scope="module")
+def zero3_run(tmp_path_factory) -> Path:
+    pytest.importorskip("deepspeed")
+    return _fit(QUICKSTART, tmp_path_factory.mktemp("zero3"), *ZERO3, *CPU, *SIX_STEPS)
+
+
+def test_deepspeed_zero3_lora_starts_at_its_reference_and_exports_the_adapter(zero3_run):
+    # ZeRO-3 partitions the LoRA layers as PEFT builds them; B must still start at 0 (policy == reference).
+    scalars = read_scalars(zero3_run)
+    first_step, first_loss = _losses(zero3_run)[0]
+    assert first_step == 0 and first_loss == pytest.approx(0.6931472, abs=1e-6)
+    assert scalars["val/rewards/margins"][0] == (0, 0.0)
+    assert [step for step, _ in scalars["val/rewards/accuracies"]] == [0, 2, 5]
+    assert scalars["val/loss"][-1][1] < 0.6931472  # learning
+    adapter = _adapter(zero3_run)  # gathered from both ranks' partitions
+    assert adapter and all(p.numel() > 0 for p in adapter.values())
+    assert any(p.abs().sum() > 0 for name, p in adapter.items() if "lora_B" in name)
+
+
+def test_deepspeed_zero3_resume_matches_uninterrupted(zero3_run, tmp_path):
+    _assert_same_curve(_stopped_and_resumed(tmp_path, *ZERO3), _losses(zero3_run))
+
+
+def test_deepspeed_zero3_full_model_with_a_reference_copy_trains_as_ddp_does(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    pytest.importorskip("deepspeed")
+    short = (*FULL_MODEL, "--trainer.max_steps=3", "--trainer.val_check_interval=3", "--data.max_val_examples=16")
+    ddp = _fit(QUICKSTART, tmp_path / "ddp", "--config", str(ROOT / "configs/strategy/ddp.yaml"), *CPU, *short)
+    zero3 = _fit(QUICKSTART, tmp_path / "zero3", *ZERO3, *CPU, *short)
+    a, b = _losses(zero3), _losses(ddp)
+    assert [step for step, _ in a] == [step for step, _ in b] == [0, 1, 2]
+    assert a[0][1] == pytest.approx(0.6931472, abs=1e-6)  # the reference is a second partitioned load
+    assert max(abs(x - y) for (_, x), (_, y) in zip(a, b, strict=True)) <= 1e-5, (a, b)
+    exported = AutoModelForCausalLM.from_pretrained(zero3 / "hf")  # gathered, one tensor at a time
+    replicated = AutoModelForCausalLM.from_pretrained(ddp / "hf")
+    assert exported.lm_head.weight is exported.model.embed_tokens.weight  # still tied
+    for name, tensor in exported.state_dict().items():
+        torch.testing.assert_close(tensor, replicated.state_dict()[name], rtol=1e-4, atol=1e-5)
