@@ -100,14 +100,17 @@ def load_causal_lm(
     trust_remote_code: bool = False,
     vocab_size: int | None = None,
     quantization: QuantizationSettings | None = None,
+    empty: bool = False,
 ) -> nn.Module:
     """``AutoModelForCausalLM.from_pretrained`` plus the fixes every recipe needs.
 
     ``vocab_size`` is the tokenizer's length: when the tokenizer has more tokens than the embedding rows
     (a pad token added, for instance), the embeddings grow so every id is valid. ``quantization`` loads the
     linear layers as bitsandbytes 4-bit weights (see ``prepare_for_kbit_training`` before training them).
+    ``empty`` builds the same model from its config alone on the meta device: every shape and dtype, no memory
+    and no numbers, for ranks that receive the weights from another rank (see ``sharding.load_from_rank_zero``).
     """
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     if dtype is not None and dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -117,11 +120,21 @@ def load_causal_lm(
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     if quantization is not None and quantization.load_in_4bit:
+        if empty:
+            raise ValueError("empty (meta-device) loading does not support 4-bit quantization")
         kwargs["quantization_config"] = quantization.to_transformers()
-    model = AutoModelForCausalLM.from_pretrained(resolve_path(name_or_path), **kwargs)
+    if empty:
+        config = AutoConfig.from_pretrained(resolve_path(name_or_path), trust_remote_code=trust_remote_code)
+        if kwargs.get("dtype") == "auto":
+            del kwargs["dtype"]  # from_config's default is already the config's dtype
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(resolve_path(name_or_path), **kwargs)
     if vocab_size is not None and vocab_size > model.get_input_embeddings().weight.shape[0]:
         log.info("resizing token embeddings of %s to %d for the tokenizer", name_or_path, vocab_size)
-        model.resize_token_embeddings(vocab_size)
+        # The new rows' mean-and-covariance draw needs real numbers; an empty model only needs the shape.
+        model.resize_token_embeddings(vocab_size, mean_resizing=not empty)
     model.config.use_cache = False  # the KV cache only costs memory during training
     return model
 

@@ -104,3 +104,45 @@ def full_state_dict(model: nn.Module, trainable_only: bool = False) -> dict[str,
         if first != name and name in state and first in state:
             state[name] = state[first]
     return state
+
+
+def layout(model: nn.Module) -> list[tuple[str, str, tuple[int, ...]]]:
+    """Name, dtype and shape of every parameter and buffer: what two ranks' copies of a model must agree on."""
+    tensors = [*model.named_parameters(remove_duplicate=False), *model.named_buffers()]
+    return [(name, str(t.dtype), tuple(t.shape)) for name, t in tensors]
+
+
+def check_same_layout(model: nn.Module, what: str) -> None:
+    """Raise on every rank when the ranks' copies of ``model`` differ in any name, dtype or shape (an empty
+    model built from the config must match the one rank zero loaded). A collective."""
+    import torch.distributed as dist
+
+    mine = layout(model)
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    for rank, theirs in enumerate(everyone):
+        if theirs != everyone[0]:
+            diff = next(((a, b) for a, b in zip(everyone[0], theirs, strict=False) if a != b), "a different count")
+            raise RuntimeError(
+                f"{what}: rank {rank} built a different model than rank 0 loaded ({diff}); FSDP2 needs the same "
+                "layout on every rank. Pass an explicit model.init_args.dtype."
+            )
+
+
+def load_from_rank_zero(model: nn.Module, full_state: dict[str, torch.Tensor] | None, device: torch.device) -> None:
+    """Fill a sharded ``model`` with the weights that rank zero holds whole (``full_state``, its state dict from
+    before sharding; ``None`` on the other ranks, whose models are empty on the meta device).
+
+    The other ranks allocate their shards on ``device`` and receive them tensor by tensor, so the checkpoint is
+    read once per job and no rank but zero ever holds the whole model. Buffers, never sharded (and the rotary
+    ``inv_freq`` is not even in the state dict), are broadcast whole. A collective.
+    """
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if full_state is None:
+        model.to_empty(device=device)
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, full_state or {}, options=options)
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)

@@ -29,7 +29,15 @@ from lit_align.models.loading import (
     load_tokenizer,
     prepare_for_kbit_training,
 )
-from lit_align.models.sharding import decoder_layers, full_state_dict, is_dtensor, is_sharded, shard_model
+from lit_align.models.sharding import (
+    check_same_layout,
+    decoder_layers,
+    full_state_dict,
+    is_dtensor,
+    is_sharded,
+    load_from_rank_zero,
+    shard_model,
+)
 from lit_align.models.zero3 import (
     full_numel,
     gathered_state_dict,
@@ -106,6 +114,7 @@ class AlignModule(LightningModule):
         self.lr_schedule = lr_schedule or LRSchedule()
         self.tokenizer = load_tokenizer(self.tokenizer_path, trust_remote_code=trust_remote_code)
         self.policy: torch.nn.Module | None = None
+        self._load_empty = False  # set by configure_model on the FSDP2 ranks that receive the weights
         # Collects the arguments of the whole subclass chain. Plain data only: checkpoints must load with
         # torch.load(weights_only=True), so dataclasses become dicts and the optimizer callable stays out.
         self.save_hyperparameters(ignore=["optimizer"])
@@ -119,11 +128,17 @@ class AlignModule(LightningModule):
         """Load the policy (and whatever the algorithm needs beside it) once, on the target device's rank."""
         if self.policy is not None:
             return
-        # Under DeepSpeed ZeRO-3 (Lightning runs this inside deepspeed.zero.Init) the models loaded here come
-        # out partitioned across ranks; anything loaded later is whole again.
-        with zero3_loading(zero3_config(self._trainer.strategy) if self._trainer is not None else None):
-            model = self.load_model(gradient_checkpointing=self.gradient_checkpointing)
-            self.configure_base_model(model)
+        # FSDP2: rank zero alone reads the checkpoint; the other ranks build empty models and get their shards
+        # from it in shard_models. Under DeepSpeed ZeRO-3 (Lightning runs this inside deepspeed.zero.Init) the
+        # models loaded here come out partitioned. Anything loaded later is whole again.
+        sharding = self._device_mesh is not None
+        self._load_empty = sharding and self.quantization is None and torch.distributed.get_rank() != 0
+        try:
+            with zero3_loading(zero3_config(self._trainer.strategy) if self._trainer is not None else None):
+                model = self.load_model(gradient_checkpointing=self.gradient_checkpointing)
+                self.configure_base_model(model)
+        finally:
+            self._load_empty = False
         if self.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         self.policy = add_lora(model, self.lora) if self.lora is not None else model
@@ -136,16 +151,26 @@ class AlignModule(LightningModule):
             trainable = sum(full_numel(p) for p in self.policy.parameters() if p.requires_grad)
             total = sum(full_numel(p) for p in self.policy.parameters())
             rank_zero_info(f"LoRA: {trainable:,} trainable of {total:,} parameters ({trainable / total:.2%})")
-        if self._device_mesh is not None:  # ModelParallelStrategy (configs/strategy/fsdp.yaml)
+        if sharding:  # ModelParallelStrategy (configs/strategy/fsdp.yaml)
             self.shard_models(self._device_mesh)
 
     def shard_models(self, mesh) -> None:
         """FSDP2 over ``mesh``: the policy and every other model this module holds (the DPO reference copy)
-        are sharded alike, layer by layer. Trainable weights outside them would get no gradient sync."""
+        are sharded alike, layer by layer, then filled from rank zero's weights (unless every rank loaded its
+        own: 4-bit models). Trainable weights outside them would get no gradient sync."""
         precision = getattr(self._trainer, "precision", None)
-        for child in self.children():
-            if decoder_layers(child):
-                shard_model(child, mesh, precision)
+        device = self._trainer.strategy.root_device if self._trainer is not None else torch.device(mesh.device_type)
+        from_rank_zero = self.quantization is None
+        for name, child in self.named_children():
+            if not decoder_layers(child):
+                continue
+            if from_rank_zero:
+                check_same_layout(child, name)
+                full_state = child.state_dict() if torch.distributed.get_rank() == 0 else None
+            shard_model(child, mesh, precision)
+            if from_rank_zero:
+                load_from_rank_zero(child, full_state, device)
+                del full_state
         unsharded = [n for n, p in self.named_parameters() if p.requires_grad and not is_dtensor(p)]
         if unsharded:
             raise NotImplementedError(
@@ -158,6 +183,7 @@ class AlignModule(LightningModule):
         and any reference loaded beside it); a quantized model is prepared for k-bit training."""
         model = load_causal_lm(
             name_or_path or self.model_name_or_path,
+            empty=self._load_empty,
             dtype=self.dtype_name,
             attn_implementation=self.attn_implementation,
             trust_remote_code=self.trust_remote_code,
