@@ -59,6 +59,10 @@ def _source_tables(reports: list[SourceReport], bounds: list[int]) -> list[str]:
         lines += [f"| {name} | {reason} | {n} |" for name, reason, n in drops]
     else:
         lines.append("None.")
+    overlap = [(r.name, r.counts["in_train"]) for r in reports if r.counts["in_train"]]
+    if overlap:
+        lines += ["", "Validation records that are also training records, kept (`val_in_train: drop` drops them):"]
+        lines += [""] + [f"- {name}: {n}" for name, n in overlap]
     lines += ["", "Examples per length bucket (tokens, with the run's tokenizer):", ""]
     lines.append("| source | " + " | ".join(f"≤{b}" for b in bounds) + " |")
     lines.append("|---|" + "---:|" * len(bounds))

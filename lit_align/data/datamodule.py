@@ -13,7 +13,7 @@ import logging
 from typing import Literal
 
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lit_align.data.card import expected_mix, render_data_card
@@ -47,6 +47,9 @@ class AlignDataModule(LightningDataModule):
         on_error: ``raise`` stops at the first malformed record with its file, line and field; ``skip`` skips
             it and counts it in the log and the data card.
         dedupe: Drop exact duplicates (after normalisation, across all sources of a split), counted.
+        val_in_train: Validation records that are also training records (after normalisation) are counted
+            (``in_train``) with a warning (``warn``), or also dropped from validation (``drop``,
+            ``dropped/in_train``). Training data is never touched.
         nfkc: Unicode NFKC normalisation (Chinese full-width punctuation is kept as it is).
         min_zh_ratio: Drop records whose share of Chinese characters is below this (e.g. 0.3), counted.
         target_zh_share: Share of Chinese examples in the training stream (e.g. 0.7); English fills the rest
@@ -78,6 +81,7 @@ class AlignDataModule(LightningDataModule):
         num_workers: int = 0,
         on_error: Literal["raise", "skip"] = "raise",
         dedupe: bool = True,
+        val_in_train: Literal["warn", "drop"] = "warn",
         nfkc: bool = True,
         min_zh_ratio: float | None = None,
         target_zh_share: float | None = None,
@@ -106,6 +110,9 @@ class AlignDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.on_error = on_error
         self.dedupe = dedupe
+        if val_in_train not in ("warn", "drop"):
+            raise ValueError(f"val_in_train must be 'warn' or 'drop', got {val_in_train!r}")
+        self.val_in_train = val_in_train
         self.nfkc = nfkc
         self.min_zh_ratio = min_zh_ratio
         self.target_zh_share = target_zh_share
@@ -129,7 +136,7 @@ class AlignDataModule(LightningDataModule):
             return
         self.tokenizer = load_tokenizer(self.tokenizer_path)
         self.train_data = self.prepare_split(self.train_sources)
-        self.val_data = self.prepare_split(self.val_sources)
+        self.val_data = self.prepare_split(self.val_sources, train_digests=self.train_data.digests())
         self._report()
         if self.max_val_examples is not None and len(self.val_data.examples) > self.max_val_examples:
             total = len(self.val_data.examples)
@@ -145,7 +152,9 @@ class AlignDataModule(LightningDataModule):
         data = {"train": self.train_data, "val": self.val_data}[split]
         return data.examples if data is not None else []
 
-    def prepare_split(self, sources: list[DataSource], max_rows: int | None = None) -> PreparedData:
+    def prepare_split(
+        self, sources: list[DataSource], max_rows: int | None = None, train_digests: set[str] | None = None
+    ) -> PreparedData:
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(self.tokenizer_path)
         return prepare_sources(
@@ -161,6 +170,8 @@ class AlignDataModule(LightningDataModule):
             nfkc=self.nfkc,
             max_rows=max_rows,
             guidance_text=self.guidance_text,
+            train_digests=train_digests,
+            drop_in_train=self.val_in_train == "drop",
         )
 
     def _report(self) -> None:
@@ -170,6 +181,12 @@ class AlignDataModule(LightningDataModule):
                 counts = ", ".join(f"{k}={v}" for k, v in sorted(report.counts.items()))
                 langs = ", ".join(f"{k}={v}" for k, v in sorted(report.languages.items()))
                 rank_zero_info(f"data[{split}/{report.name}]: {counts}; languages: {langs}")
+                if report.counts["in_train"]:
+                    rank_zero_warn(
+                        f"{report.counts['in_train']} validation records of {report.name} are also training "
+                        "records: their validation metrics measure memorisation. data.val_in_train: drop leaves "
+                        "them out."
+                    )
                 metrics.update(
                     {f"data/{split}/{report.name}/{k.replace('/', '_')}": float(v) for k, v in report.counts.items()}
                 )

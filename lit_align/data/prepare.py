@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lit_align.constants import IGNORE_INDEX
-from lit_align.data.clean import clean_records
+from lit_align.data.clean import clean_records, record_hash
 from lit_align.data.read import read_source, source_name
 from lit_align.data.tokenize import Tokenized, tokenize_conversation, tokenize_preference, tokenize_sft
 
@@ -72,6 +72,10 @@ class PreparedData:
     """The cleaned internal records behind ``examples``, in the same order."""
     reports: list[SourceReport]
 
+    def digests(self) -> set[str]:
+        """`record_hash` of every record that became an example."""
+        return {record_hash(record) for record in self.records}
+
 
 def effective_bounds(bucket_bounds: list[int] | tuple[int, ...], max_length: int) -> list[int]:
     """Bucket upper bounds below ``max_length``, then ``max_length`` itself: nothing is longer than that."""
@@ -97,11 +101,15 @@ def prepare_sources(
     nfkc: bool = True,
     max_rows: int | None = None,
     guidance_text: str | None = None,
+    train_digests: set[str] | None = None,
+    drop_in_train: bool = False,
 ) -> PreparedData:
     """Read, clean, de-duplicate (across all ``sources``) and tokenise; see the module docstring.
 
     With ``guidance_text``, preference examples also carry the pair tokenised with that instruction in the
-    system message (see `tokenize_record`)."""
+    system message (see `tokenize_record`). ``train_digests`` (the training split's ``PreparedData.digests()``)
+    makes this a validation split: records that are also training records are counted as ``in_train``, and
+    with ``drop_in_train`` dropped (``dropped/in_train``)."""
     names = [source.name or _default_name(source) for source in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"data sources need distinct names (set `name:`), got {names}")
@@ -126,6 +134,8 @@ def prepare_sources(
         ratio = min_zh_ratio if source.min_zh_ratio is None else source.min_zh_ratio
         records, drops = clean_records(records, dedupe=dedupe, min_zh_ratio=ratio, nfkc=nfkc, seen=seen)
         report.counts.update({f"dropped/{reason}": n for reason, n in drops.items()})
+        if train_digests is not None:
+            records = _check_against_train(records, train_digests, drop_in_train, report.counts)
         for record in records:
             example = tokenize_record(
                 record, tokenizer, task, max_length, max_prompt_length, report.counts, guidance_text=guidance_text
@@ -140,6 +150,19 @@ def prepare_sources(
         report.counts["examples"] = sum(report.languages.values())
         reports.append(report)
     return PreparedData(examples, kept_records, reports)
+
+
+def _check_against_train(records: list[dict], train_digests: set[str], drop: bool, counts: Counter) -> list[dict]:
+    """Count (and with ``drop`` remove) the records whose `record_hash` is in ``train_digests``: validation
+    examples the model trained on measure memorisation, not generalisation."""
+    in_train = [record_hash(record) in train_digests for record in records]
+    if not any(in_train):
+        return records
+    if not drop:
+        counts["in_train"] += sum(in_train)
+        return records
+    counts["dropped/in_train"] += sum(in_train)
+    return [record for record, seen in zip(records, in_train, strict=True) if not seen]
 
 
 def tokenize_record(

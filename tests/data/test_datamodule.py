@@ -133,3 +133,28 @@ def test_sft_data_cannot_feed_a_preference_module():
     )
     with pytest.raises(ValueError, match="chat \\(SFT\\) data"):
         data.setup()
+
+
+def test_validation_records_that_are_also_training_records_are_counted_or_dropped(tmp_path):
+    rows = [json.loads(line) for line in (SHARED_DATA / "hh_rlhf_harmless_base.test.jsonl").open()]
+    train_rows, leaked = rows[:40], rows[5:8]
+    # Different whitespace still counts: the check runs on the normalised records.
+    leaked[0] = {**leaked[0], "chosen": leaked[0]["chosen"] + "  \n"}
+    for name, split_rows in (("train", train_rows), ("val", [*leaked, *rows[40:42]])):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in split_rows))
+    kwargs = dict(tokenizer=str(TINY_MODEL), task="preference", max_length=1024)
+    train, val = [DataSource(str(tmp_path / "train.jsonl"))], [DataSource(str(tmp_path / "val.jsonl"))]
+
+    warned = AlignDataModule(train, val, **kwargs)
+    with pytest.warns(UserWarning, match="3 validation records of val are also training records"):
+        warned.setup()
+    report = warned.val_data.reports[0]
+    assert report.counts["in_train"] == 3 and report.counts["examples"] == 5
+    assert "- val: 3" in warned.data_card()
+
+    dropped = AlignDataModule(train, val, val_in_train="drop", **kwargs)
+    dropped.setup()
+    report = dropped.val_data.reports[0]
+    assert report.counts["dropped/in_train"] == 3 and report.counts["examples"] == 2
+    assert dropped.train_data.reports[0].counts["examples"] == 40  # training data is never touched
+    assert "| val | dropped/in_train | 3 |" in dropped.data_card()
