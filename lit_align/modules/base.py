@@ -115,6 +115,7 @@ class AlignModule(LightningModule):
         self.tokenizer = load_tokenizer(self.tokenizer_path, trust_remote_code=trust_remote_code)
         self.policy: torch.nn.Module | None = None
         self._load_empty = False  # set by configure_model on the FSDP2 ranks that receive the weights
+        self._slim_sharded_state = False  # set by shard_models: state_dict leaves frozen weights out
         # Collects the arguments of the whole subclass chain. Plain data only: checkpoints must load with
         # torch.load(weights_only=True), so dataclasses become dicts and the optimizer callable stays out.
         self.save_hyperparameters(ignore=["optimizer"])
@@ -153,6 +154,11 @@ class AlignModule(LightningModule):
             rank_zero_info(f"LoRA: {trainable:,} trainable of {total:,} parameters ({trainable / total:.2%})")
         if sharding:  # ModelParallelStrategy (configs/strategy/fsdp.yaml)
             self.shard_models(self._device_mesh)
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, DeepSpeedStrategy) and strategy.exclude_frozen_parameters:
+            # DeepSpeed then saves no frozen weights, and loads its checkpoint into the model itself: it must
+            # accept their absence (configure_model has loaded them from model_name_or_path already).
+            self.strict_loading = False
 
     def shard_models(self, mesh) -> None:
         """FSDP2 over ``mesh``: the policy and every other model this module holds (the DPO reference copy)
@@ -171,6 +177,8 @@ class AlignModule(LightningModule):
             if from_rank_zero:
                 load_from_rank_zero(child, full_state, device)
                 del full_state
+        # Checkpoints without the frozen weights (state_dict); the strategy must then accept their absence.
+        self._slim_sharded_state, self.strict_loading = True, False
         unsharded = [n for n, p in self.named_parameters() if p.requires_grad and not is_dtensor(p)]
         if unsharded:
             raise NotImplementedError(
@@ -272,12 +280,22 @@ class AlignModule(LightningModule):
 
         return [key for key in state if is_frozen(key)]
 
+    def state_dict(self, *args, **kwargs) -> dict[str, Any]:
+        """The module's state; for sharded (FSDP2) models, without the frozen weights.
+
+        FSDP2 checkpoints save and load exactly the keys of this dict (distributed checkpointing asks the module
+        which tensors it has), so leaving the frozen ones out here keeps a LoRA checkpoint adapter-sized, while a
+        trainable weight missing from a checkpoint is still an error. See ``on_save_checkpoint`` for the rest."""
+        state = super().state_dict(*args, **kwargs)
+        if self._slim_sharded_state and not kwargs.get("prefix") and is_sharded(self):
+            for key in self._frozen_state_keys(state):
+                del state[key]
+        return state
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Leave frozen weights out: they are reloaded from ``model_name_or_path``, so a LoRA checkpoint of a
-        7B model holds megabytes, not 14 GB.
-
-        Sharded models (FSDP2) keep them, each rank its shard: Lightning loads such a checkpoint into the model
-        inside the strategy, which refuses missing keys, before ``on_load_checkpoint`` could put them back."""
+        7B model holds megabytes, not 14 GB. (Sharded models: ``state_dict`` has left them out already;
+        DeepSpeed: its ``exclude_frozen_parameters``.)"""
         checkpoint["skipped_nonfinite_steps"] = self.skipped_nonfinite_steps
         if is_sharded(self):
             return

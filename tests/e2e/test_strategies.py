@@ -75,6 +75,15 @@ def _stopped_and_resumed(save_dir: Path, *strategy: str) -> list[tuple[int, floa
     return _losses(first) + _losses(second)
 
 
+def _saved_weights(checkpoint: Path) -> set[str]:
+    """Names of the weights in DeepSpeed's model-state files (which hold pickled configs: not weights-only),
+    but the LM head: DeepSpeed's exclude_frozen_parameters misses a frozen weight under its second (tied) name."""
+    names = set()
+    for path in (checkpoint / "checkpoint").glob("*model_states.pt"):
+        names |= set(torch.load(path, map_location="cpu", weights_only=False)["module"] or {})
+    return {name for name in names if not name.endswith("lm_head.weight")}
+
+
 def _adapter(run: Path) -> dict[str, torch.Tensor]:
     from peft import AutoPeftModelForCausalLM
 
@@ -112,8 +121,14 @@ def test_fsdp2_trains_as_ddp_does_and_exports_the_same_adapter(fsdp_run, ddp_run
 
 
 def test_fsdp2_resume_matches_uninterrupted(fsdp_run, tmp_path):
+    from torch.distributed.checkpoint import FileSystemReader
+
     strategy = ("--config", str(ROOT / "configs/strategy/fsdp.yaml"))
     _assert_same_curve(_stopped_and_resumed(tmp_path, *strategy), _losses(fsdp_run))
+    first = next((tmp_path / "first").glob("*/version_*"))
+    keys = FileSystemReader(first / "checkpoints" / "last.ckpt").read_metadata().state_dict_metadata
+    weights = [key for key in keys if key.startswith("state_dict.")]
+    assert weights and all("lora_" in key for key in weights), weights[:5]  # the adapter, not the base model
 
 
 def test_fsdp2_shards_the_reference_copy_and_exports_a_full_model(tmp_path):
@@ -139,6 +154,8 @@ def test_deepspeed_zero2_trains_as_ddp_does_and_resumes(ddp_run, tmp_path):
     _assert_same_curve(resumed, _losses(ddp_run))
     first = next((tmp_path / "first").glob("*/version_*"))
     assert (first / "checkpoints" / "last.ckpt" / "checkpoint").is_dir()  # DeepSpeed's own layout
+    saved = _saved_weights(first / "checkpoints" / "last.ckpt")  # the adapter alone: frozen weights left out
+    assert saved and all("lora_" in name for name in saved), sorted(saved)[:5]
     second = next((tmp_path / "second").glob("*/version_*"))
     assert "val/rewards/accuracies" in read_scalars(second) and _adapter(second)
 
@@ -177,6 +194,9 @@ def test_deepspeed_zero3_lora_starts_at_its_reference_and_exports_the_adapter(ze
 
 def test_deepspeed_zero3_resume_matches_uninterrupted(zero3_run, tmp_path):
     _assert_same_curve(_stopped_and_resumed(tmp_path, *ZERO3), _losses(zero3_run))
+    first = next((tmp_path / "first").glob("*/version_*"))
+    saved = _saved_weights(first / "checkpoints" / "last.ckpt")
+    assert saved and all("lora_" in name for name in saved), sorted(saved)[:5]
 
 
 def test_deepspeed_zero3_full_model_with_a_reference_copy_trains_as_ddp_does(tmp_path):

@@ -54,14 +54,16 @@ def test_full_state_dict_of_a_sharded_model_equals_the_original(mesh):
     assert state["lm_head.weight"] is state["model.embed_tokens.weight"]  # the tie survives, written once
 
 
-def test_dpo_module_shards_policy_and_reference_copy_and_checkpoints_keep_frozen_weights(mesh):
-    module = DPOModule(str(TINY_MODEL), reference="copy")
+def test_dpo_module_shards_policy_and_reference_copy_and_checkpoints_leave_frozen_weights_out(mesh):
+    module = DPOModule(str(TINY_MODEL), reference="copy", lora=LoraSettings(r=4))
     module._device_mesh = mesh
     module.configure_model()
     assert is_sharded(module.policy) and is_sharded(module.reference_model)
-    checkpoint = {"state_dict": module.state_dict()}
+    checkpoint = {"state_dict": module.state_dict()}  # what distributed checkpointing saves and asks back for
     module.on_save_checkpoint(checkpoint)
-    assert any(k.startswith("reference_model.") for k in checkpoint["state_dict"])  # no slimming when sharded
+    trainable = {name for name, p in module.named_parameters() if p.requires_grad}
+    assert set(checkpoint["state_dict"]) == trainable and all("lora_" in k for k in trainable)
+    assert not module.strict_loading  # the frozen keys are missing on load, by design
     module.on_load_checkpoint({"global_step": 3})  # FSDP2 and DeepSpeed: the strategy has loaded the weights
 
 
