@@ -62,10 +62,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             if os.path.exists(partial):
                 os.remove(partial)
             raise
-        _fsync_directory(directory)
+        fsync_directory(directory)
 
 
-def _fsync_directory(directory: str) -> None:
+def fsync_directory(directory: str) -> None:
     """Make the rename itself durable; a no-op where directories cannot be opened (Windows)."""
     try:
         fd = os.open(directory, os.O_RDONLY)

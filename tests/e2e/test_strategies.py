@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.fabric.utilities.seed import reset_seed
-from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+from lightning.pytorch.strategies import DDPStrategy
 
+from lit_align.strategies import DeepSpeedStrategy
 from lit_align.tensorboard import read_scalars
 
 from .test_quickstart import ROOT, _fit
@@ -36,7 +37,7 @@ FULL_MODEL = ("--model.init_args.lora=null", "--model.init_args.optimizer.init_a
 
 
 class CPUDeepSpeedStrategy(DeepSpeedStrategy):
-    """Lightning's DeepSpeedStrategy without its CUDA-only checks. Test use only.
+    """lit_align's (Lightning's) DeepSpeedStrategy without its CUDA-only checks. Test use only.
 
     ``DeepSpeedStrategy.setup_environment`` raises unless the accelerator is ``CUDAAccelerator``, and its
     ``setup_distributed`` requires device indices 0..n-1, which CPU devices do not have. DeepSpeed itself reads
