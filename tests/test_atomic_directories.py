@@ -9,11 +9,8 @@ step, killed at a random moment while a save is under way. Lightning's own Model
 """
 
 import os
-import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +19,7 @@ import torch
 from lit_align.strategies import move_into_place
 
 from .conftest import ROOT
+from .kill_during_save import kill_during_saves
 
 WRITER = """
 import sys
@@ -94,32 +92,15 @@ def test_sigkill_while_saving_a_sharded_checkpoint_never_leaves_a_broken_one(tmp
     out.mkdir()
     scratch.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    rng = random.Random(0)
-    killed_mid_save = 0
-    for _ in range(3):
-        before = _checkpoints(out)
-        writer = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(out), "1000000"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while _checkpoints(out) == before:  # this run has saved at least once
-                assert writer.poll() is None and time.monotonic() < deadline, "the writer did not start saving"
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 1.0))
-            deadline = time.monotonic() + 20
-            while not _saving(out) and time.monotonic() < deadline:
-                time.sleep(0.001)
-            time.sleep(rng.uniform(0.0, 0.02))  # somewhere inside the write
-        finally:
-            writer.send_signal(signal.SIGKILL)
-            writer.wait()
-        killed_mid_save += _saving(out)
+
+    def check() -> None:
         _assert_all_load_as_one_step(out, scratch)
         assert (out / "last.ckpt" / "meta.pt").is_file()
+
+    writer = ["-c", WRITER, str(out), "1000000"]
+    killed_mid_save = kill_during_saves(
+        writer, env, saved=lambda: _checkpoints(out), saving=lambda: _saving(out), check=check, into_save=0.02
+    )
     assert killed_mid_save, "no kill landed during a save: the test did not test anything"
 
     # The next run deletes what the killed saves left behind.

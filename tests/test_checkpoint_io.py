@@ -7,11 +7,8 @@ path, and this test fails with it on the first kill (see lit_align/checkpoint_io
 """
 
 import os
-import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ import torch
 from lit_align.checkpoint_io import AtomicCheckpointIO
 
 from .conftest import ROOT
+from .kill_during_save import kill_during_saves
 
 BALLAST_BYTES = 8 * 1024 * 1024 * 4
 WRITER = """
@@ -98,31 +96,15 @@ def test_sigkill_while_saving_never_leaves_a_broken_checkpoint(tmp_path):
     out = tmp_path / "checkpoints"
     out.mkdir()
     env = _writer_env(tmp_path)
-    rng = random.Random(0)
-    killed_mid_write = 0
-    for _ in range(3):
-        before = _checkpoints(out)
-        writer = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(out), "1000000"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while _checkpoints(out) == before:  # this run has saved at least once
-                assert writer.poll() is None and time.monotonic() < deadline, "the writer did not start saving"
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 1.0))
-            deadline = time.monotonic() + 20
-            while not _partly_written(out) and time.monotonic() < deadline:
-                time.sleep(0.001)
-        finally:
-            writer.send_signal(signal.SIGKILL)
-            writer.wait()
-        killed_mid_write += _partly_written(out)
+
+    def check() -> None:
         _assert_all_load(out)
         assert (out / "last.ckpt").is_file()
+
+    writer = ["-c", WRITER, str(out), "1000000"]
+    killed_mid_write = kill_during_saves(
+        writer, env, saved=lambda: _checkpoints(out), saving=lambda: _partly_written(out), check=check
+    )
     assert killed_mid_write, "no kill landed during a write: the test did not test anything"
 
     # The next run deletes what the killed writes left behind.
