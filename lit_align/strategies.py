@@ -80,8 +80,7 @@ class _AtomicDirectorySave:
             if target.parent not in self._cleaned_directories:  # once per directory and job
                 clean_up_after_killed_saves(target.parent)
                 self._cleaned_directories.add(target.parent)
-            if partial.exists():
-                shutil.rmtree(partial)
+            _remove(partial)
         self.barrier("lit_align.checkpoint.clean")
         super().save_checkpoint(checkpoint, partial, storage_options)
         self.barrier("lit_align.checkpoint.written")
@@ -106,8 +105,7 @@ class _AtomicDirectorySave:
             super().remove_checkpoint(filepath)
             return
         doomed = path.with_name(f".{path.name}.deleted")
-        if doomed.exists():
-            shutil.rmtree(doomed)
+        _remove(doomed)
         os.rename(path, doomed)
         shutil.rmtree(doomed)
 
