@@ -13,8 +13,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from lit_align.data.datamodule import AlignDataModule
-from lit_align.models.zero3 import release_engine
 from lit_align.modules.base import AlignModule
+from lit_align.strategies import release_engine
 
 
 class AlignCLI(LightningCLI):

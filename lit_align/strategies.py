@@ -14,6 +14,9 @@ under ``.<name>.old``: loading ``<name>`` then, or the next job's first save, mo
 on a filesystem every rank shares, as Lightning's own metadata file (written by rank zero) already requires.
 
 Use them as Lightning's, with the same arguments: ``configs/strategy/fsdp.yaml`` and ``deepspeed_zero*.yaml``.
+
+``release_engine`` is for ``trainer.validate`` followed by ``trainer.fit`` under DeepSpeed (the CLI's
+``--validate_before_training``).
 """
 
 from __future__ import annotations
@@ -119,3 +122,14 @@ class ModelParallelStrategy(_AtomicDirectorySave, strategies.ModelParallelStrate
 
 class DeepSpeedStrategy(_AtomicDirectorySave, strategies.DeepSpeedStrategy):
     """Lightning's ``DeepSpeedStrategy``, saving checkpoint directories atomically."""
+
+
+def release_engine(strategy) -> None:
+    """Take the hooks of the DeepSpeed engine that ``trainer.validate`` built off the model, so the engine that
+    ``trainer.fit`` builds next on the same model is the only one tracing its ZeRO-3 parameter fetches (two
+    engines' hooks on one model fail at the first training step with ``pop from an empty deque``)."""
+    if not isinstance(strategy, strategies.DeepSpeedStrategy):
+        return
+    engine = strategy.model
+    if hasattr(engine, "destroy"):
+        engine.destroy()

@@ -100,16 +100,3 @@ def reset_lora_weights(model: nn.Module) -> None:
             with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
                 if torch.distributed.get_rank() == 0:
                     module.reset_lora_parameters(adapter, True)
-
-
-def release_engine(strategy) -> None:
-    """Take the hooks of the DeepSpeed engine that ``trainer.validate`` built off the model, so the engine that
-    ``trainer.fit`` builds next on the same model is the only one tracing its ZeRO-3 parameter fetches (two
-    engines' hooks on one model fail at the first training step with ``pop from an empty deque``)."""
-    from lightning.pytorch.strategies import DeepSpeedStrategy
-
-    if not isinstance(strategy, DeepSpeedStrategy):
-        return
-    engine = strategy.model
-    if hasattr(engine, "destroy"):
-        engine.destroy()

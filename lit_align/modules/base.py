@@ -287,7 +287,7 @@ class AlignModule(LightningModule):
         which tensors it has), so leaving the frozen ones out here keeps a LoRA checkpoint adapter-sized, while a
         trainable weight missing from a checkpoint is still an error. See ``on_save_checkpoint`` for the rest."""
         state = super().state_dict(*args, **kwargs)
-        if self._slim_sharded_state and not kwargs.get("prefix") and is_sharded(self):
+        if self._slim_sharded_state and not kwargs.get("prefix"):
             for key in self._frozen_state_keys(state):
                 del state[key]
         return state
