@@ -16,47 +16,12 @@ import torch
 
 from lit_align.checkpoint_io import AtomicCheckpointIO
 
+from .checkpoint_writer import BALLAST_ELEMENTS
 from .conftest import ROOT
 from .kill_during_save import kill_during_saves
 
-BALLAST_BYTES = 8 * 1024 * 1024 * 4
-WRITER = """
-import sys
-import torch
-from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lit_align.checkpoint_io import AtomicCheckpointIO
-
-
-class Ballast(LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.layer = torch.nn.Linear(4, 1)
-        self.register_buffer("ballast", torch.randn(8 * 1024 * 1024))
-
-    def training_step(self, batch, batch_idx):
-        return self.layer(batch).sum()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-    def train_dataloader(self):
-        return torch.utils.data.DataLoader(torch.randn(10_000, 4), batch_size=1)
-
-
-checkpoints = ModelCheckpoint(
-    dirpath=sys.argv[1], save_last=True, every_n_train_steps=1, save_top_k=2, monitor="step", mode="max"
-)
-trainer = Trainer(
-    max_steps=int(sys.argv[2]),
-    logger=False,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-    plugins=[AtomicCheckpointIO()],
-    callbacks=[checkpoints],
-)
-trainer.fit(Ballast())
-"""
+BALLAST_BYTES = BALLAST_ELEMENTS * 4
+WRITER = ["-m", "tests.checkpoint_writer"]
 
 
 def _writer_env(tmp_path: Path) -> dict[str, str]:
@@ -88,7 +53,8 @@ def _partly_written(directory: Path) -> bool:
 def _assert_all_load(directory: Path) -> None:
     for path in directory.glob("*.ckpt"):
         checkpoint = torch.load(path, weights_only=True)  # raises on a truncated file
-        assert checkpoint["state_dict"]["ballast"].numel() == 8 * 1024 * 1024, path.name
+        ballast = checkpoint["state_dict"]["ballast"]
+        assert ballast.numel() == BALLAST_ELEMENTS and bool((ballast == checkpoint["global_step"]).all()), path.name
 
 
 @pytest.mark.slow
@@ -101,14 +67,14 @@ def test_sigkill_while_saving_never_leaves_a_broken_checkpoint(tmp_path):
         _assert_all_load(out)
         assert (out / "last.ckpt").is_file()
 
-    writer = ["-c", WRITER, str(out), "1000000"]
+    writer = [*WRITER, str(out), "1000000", "file"]
     killed_mid_write = kill_during_saves(
         writer, env, saved=lambda: _checkpoints(out), saving=lambda: _partly_written(out), check=check
     )
     assert killed_mid_write, "no kill landed during a write: the test did not test anything"
 
     # The next run deletes what the killed writes left behind.
-    subprocess.run([sys.executable, "-c", WRITER, str(out), "2"], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, *WRITER, str(out), "2", "file"], env=env, check=True, capture_output=True)
     assert not list(out.glob("*.tmp"))
     _assert_all_load(out)
     if "TMPDIR" in env:
