@@ -1,128 +1,61 @@
-"""The arithmetic of β-DPO: running margin statistics, margin-guided filtering and the batch β.
+"""β-DPO: the sigmoid DPO loss with a β and a set of training pairs chosen per batch by a replaceable rule.
 
-β-DPO (Wu et al. 2024, "β-DPO: Direct Preference Optimization with Dynamic β", NeurIPS 2024) argues that
-the best β depends on how informative a batch is: pairs whose implicit-reward margin is far above the
-running average are easy and can take a larger β, pairs below it a smaller one. It also drops the pairs
-least typical of the running margin distribution, as outliers. Everything here follows the authors'
-public code (``junkangwu/beta-DPO``, ``trainers.py``: ``update_and_sync_tensor_mean`` and the
-``beta_DPO`` branch of ``preference_loss``) rather than the paper's prose where the two differ in detail.
+Wu et al. 2024, "β-DPO: Direct Preference Optimization with Dynamic β". The default rule,
+``BatchAdaptiveBeta``, is the paper's (as the authors' code implements it); ``FixedBeta`` turns the loss back
+into DPO and ``LearnableBeta`` optimises β with the policy (`lit_align.losses.beta_rules`). The arithmetic is in
+`lit_align.losses.beta_margins`.
 
-These are pure functions of tensors. The running statistics are state, and state lives in buffers of the
-rule that uses these functions (``lit_align.losses.beta_rules.BatchAdaptiveBeta``), so a checkpoint
-carries it and a resumed run continues it.
+The rule is a submodule of the loss, so its buffers go into checkpoints and its parameters to the optimizer.
 """
 
 from __future__ import annotations
 
-import torch
+from lit_align.losses.base import LossOutput, PreferenceLoss
+from lit_align.losses.beta_margins import beta_dpo_margins
+from lit_align.losses.beta_rules import BatchAdaptiveBeta, BetaRule
+from lit_align.losses.dpo import check_dpo_arguments, dpo_loss, preference_metrics
+from lit_align.losses.logps import PreferenceLogps
 
-MIN_BETA = 1e-3
-"""Lower clamp of the batch β, as in the authors' code: a batch far below the running mean cannot turn β
-negative (which would reward the rejected answer)."""
 
+class BetaDPOLoss(PreferenceLoss):
+    """Mean of ``-log σ(β·h)`` (with ``label_smoothing`` as in DPO) over the pairs the rule keeps, β from the rule.
 
-def beta_dpo_margins(
-    policy_chosen_logps: torch.Tensor,
-    policy_rejected_logps: torch.Tensor,
-    reference_chosen_logps: torch.Tensor,
-    reference_rejected_logps: torch.Tensor,
-) -> torch.Tensor:
-    """Implicit-reward margin of each pair without β, detached: it steers β, it is not trained through.
+    Logged rewards use ``beta`` (β0) for every pair, so they compare with a DPO run's; the rule's own metrics
+    (``beta/used``, ``margin/ema_mean``, ...) are logged beside them. Under DDP the rule gathers margins from every
+    rank (``gather``, set by the module), which needs the same number of pairs on each rank.
 
-    ``M_i = (log π(y_w) - log π_ref(y_w)) - (log π(y_l) - log π_ref(y_l))``, per-sequence sums as the
-    authors use (``average_log_prob=False``). Example: policy -1 and -3, reference -2 and -2 give
-    ``M = (-1 + 2) - (-3 + 2) = 2``.
+    Args:
+        beta: β0, the base β the rule scales; also the β of the logged rewards.
+        rule: How β is chosen per batch; default ``BatchAdaptiveBeta()`` (α 0.6, keep 0.8, momentum 0.9).
+        label_smoothing: As DPO's (conservative DPO).
     """
-    chosen = policy_chosen_logps - reference_chosen_logps
-    rejected = policy_rejected_logps - reference_rejected_logps
-    return (chosen - rejected).detach()
 
+    def __init__(self, beta: float = 0.1, rule: BetaRule | None = None, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if beta <= 0:
+            raise ValueError(f"beta must be positive, got {beta}")
+        check_dpo_arguments("sigmoid", label_smoothing)
+        self.beta = float(beta)
+        self.rule = rule if rule is not None else BatchAdaptiveBeta()
+        self.label_smoothing = label_smoothing
 
-def update_margin_stats(
-    mean: torch.Tensor, std: torch.Tensor, batch_margins: torch.Tensor, momentum: float = 0.9
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exponential moving averages of the margins' mean and standard deviation; returns new tensors.
-
-    With ``γ = momentum``: ``M0 ← γ·M0 + (1 - γ)·mean(M)`` and ``σ ← γ·σ + (1 - γ)·std(M)``, both started at
-    0 by the caller, exactly as the authors' ``update_and_sync_tensor_mean`` (γ = 0.9). There is no bias
-    correction: after the first batch ``M0`` is a tenth of the batch mean, as in their runs.
-
-    ``std`` is the unbiased (Bessel-corrected) one, ``torch.std``'s default, which is what the authors call.
-    A batch of one margin has no unbiased spread (``torch.std`` gives NaN, which would poison the average
-    for good): its std average is left unchanged, the mean is still updated.
-
-    Example: ``M = [3, 2, 0, -1]`` from zero: batch mean 1, std sqrt(10/3) = 1.825742, so ``M0 = 0.1`` and
-    ``σ = 0.182574``; the same batch again gives ``M0 = 0.9·0.1 + 0.1 = 0.19`` and ``σ = 0.346891``.
-    """
-    batch_margins = batch_margins.detach().reshape(-1).to(mean.dtype)
-    new_mean = momentum * mean + (1 - momentum) * batch_margins.mean()
-    if batch_margins.numel() < 2:
-        return new_mean, std.clone()
-    return new_mean, momentum * std + (1 - momentum) * batch_margins.std()
-
-
-def _log_weights(margins: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float) -> torch.Tensor:
-    std = torch.as_tensor(std, dtype=margins.dtype, device=margins.device)
-    if std <= 0:
-        return torch.zeros_like(margins)
-    return -0.5 * ((margins - mean) / std) ** 2
-
-
-def margin_weights(margins: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float) -> torch.Tensor:
-    """Gaussian weight of each pair under the running margin distribution: ``exp(-0.5·((M_i - M0)/σ)²)``.
-
-    Pairs near the running mean weigh 1, a pair 2σ away ``e^-2 = 0.135``. When ``σ = 0`` (every margin
-    so far identical, e.g. at the first step when the policy still equals the reference) every weight is 1:
-    the authors' code would divide by zero there. Example: ``M0 = 1, σ = 2`` and ``M = [3, 2, 0, -1]``
-    give ``z = [1, 0.5, -0.5, -1]`` and weights ``[e^-0.5, e^-0.125, e^-0.125, e^-0.5]``.
-    """
-    return _log_weights(margins, mean, std).exp()
-
-
-def kept_count(n_pairs: int, keep_fraction: float) -> int:
-    """``floor(n·keep_fraction)`` pairs, at least one: the authors' ``int(n * (1 - mode_weight))``.
-
-    The floor (not a rounding) is theirs; with their batch of 64 and ρ = 0.2 it keeps 51. The ``1e-9``
-    absorbs float error (``0.57 * 100 = 56.999…``); the floor of one is ours (they would keep no pair and
-    average an empty batch into NaN).
-    """
-    return max(1, min(n_pairs, int(n_pairs * keep_fraction + 1e-9)))
-
-
-def filter_pairs(
-    margins: torch.Tensor,
-    mean: torch.Tensor | float,
-    std: torch.Tensor | float,
-    keep_fraction: float,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Boolean mask of the pairs that train: ``kept_count(n, keep_fraction)`` indices drawn without
-    replacement with probability proportional to ``margin_weights`` (``torch.multinomial``, as the authors).
-
-    ``keep_fraction`` is ``1 - ρ``, with ρ the fraction dropped (the paper's filtering ratio, 0.2). The draw
-    is random, not a cut-off: a typical pair is usually kept, an outlier usually dropped, and either can
-    happen. The weights are shifted by their maximum in log space before ``exp`` so that they never all
-    underflow to 0 (far outliers with a small σ); that rescaling leaves the sampling distribution unchanged.
-    With ``keep_fraction = 1`` every pair is kept and no random number is drawn.
-    """
-    n = margins.numel()
-    k = kept_count(n, keep_fraction)
-    keep = torch.zeros(n, dtype=torch.bool, device=margins.device)
-    if k >= n:
-        return keep.fill_(True)
-    log_weights = _log_weights(margins.detach().reshape(-1).float(), mean, std)
-    weights = (log_weights - log_weights.max()).exp().clamp(min=torch.finfo(torch.float32).tiny)
-    keep[torch.multinomial(weights, k, replacement=False, generator=generator)] = True
-    return keep
-
-
-def batch_beta(beta: float, alpha: float, kept_margins: torch.Tensor, mean: torch.Tensor | float) -> torch.Tensor:
-    """The batch's β: ``β0·(1 + α·(mean(M_kept) - M0))``, clamped at ``MIN_BETA`` and detached.
-
-    ``M_kept`` are the margins of the pairs the filter kept, ``M0`` the running mean *after* this batch
-    updated it (the authors' order). A batch more separable than usual gets a larger β. With ``α = 0``
-    this is ``β0``. Example: ``β0 = 0.1, α = 0.6, M0 = 0.19``, kept margins ``[3, 2, 0]`` (mean 5/3):
-    ``0.1·(1 + 0.6·(1.666667 - 0.19)) = 0.188600``.
-    """
-    shift = kept_margins.detach().float().mean() - torch.as_tensor(mean, dtype=torch.float32)
-    return (beta * (1 + alpha * shift)).clamp(min=MIN_BETA).detach()
+    def forward(self, logps: PreferenceLogps) -> LossOutput:
+        margins = beta_dpo_margins(
+            logps.policy_chosen, logps.policy_rejected, logps.reference_chosen, logps.reference_rejected
+        )
+        decision = self.rule(margins, self.beta, gather=self.gather)
+        out = dpo_loss(
+            logps.policy_chosen,
+            logps.policy_rejected,
+            logps.reference_chosen,
+            logps.reference_rejected,
+            beta=decision.beta,
+            loss_type="sigmoid",
+            label_smoothing=self.label_smoothing,
+        )
+        kept = out.losses[decision.keep]
+        loss = kept.mean() if kept.numel() else out.losses.sum() * 0.0
+        chosen_rewards = self.beta * (logps.policy_chosen - logps.reference_chosen).detach()
+        rejected_rewards = self.beta * (logps.policy_rejected - logps.reference_rejected).detach()
+        metrics = preference_metrics(chosen_rewards, rejected_rewards, logps.policy_chosen, logps.policy_rejected)
+        return LossOutput(loss, {**metrics, **self.rule.metrics()})

@@ -1,33 +1,33 @@
-"""How β is chosen for a batch of preference pairs, as a replaceable piece of ``BetaDPOModule``.
+"""How β is chosen for a batch of preference pairs, as a replaceable piece of ``BetaDPOLoss``.
 
-A rule sees the batch's implicit-reward margins (``beta_dpo_margins``) and decides the β of the sigmoid
-DPO loss and which pairs train. Rules are ``nn.Module``s so that whatever they carry across steps (running
-statistics, a learnable β) sits in buffers or parameters: checkpoints hold it, a resumed run continues it,
-and the optimizer sees it. A rule never imports ``torch.distributed``; the module hands it ``gather``, a
-function that concatenates a tensor over every rank (``None`` on one process).
+A rule sees the batch's implicit-reward margins (``beta_dpo_margins``) and the loss's base β (β0), and decides
+the β of the sigmoid DPO loss and which pairs train. Rules are ``nn.Module``s so that whatever they carry across
+steps (running statistics, a learnable scale) sits in buffers or parameters: checkpoints hold it, a resumed run
+continues it, and the optimizer sees it. A rule never imports ``torch.distributed``; the loss hands it
+``gather``, a function that concatenates a tensor over every rank (``None`` on one process).
 
+β0 is the loss's ``beta`` and nothing else's: a rule receives it on every call, so a recipe states it once.
 A new rule is a subclass of ``BetaRule`` with plain constructor arguments, named in YAML::
 
     model:
-      class_path: lit_align.modules.beta_dpo.BetaDPOModule
+      class_path: lit_align.modules.PreferenceModule
       init_args:
-        beta_rule:
-          class_path: my_package.rules.MyRule
-          init_args: {beta: 0.1, ...}
+        loss:
+          class_path: lit_align.losses.BetaDPOLoss
+          init_args:
+            beta: 0.1
+            rule: {class_path: my_package.rules.MyRule, init_args: {...}}
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from lit_align.losses.beta_dpo import batch_beta, filter_pairs, update_margin_stats
-
-Gather = Callable[[torch.Tensor], torch.Tensor]
+from lit_align.losses.base import Gather
+from lit_align.losses.beta_margins import batch_beta, filter_pairs, update_margin_stats
 
 
 class BetaDecision(NamedTuple):
@@ -36,21 +36,10 @@ class BetaDecision(NamedTuple):
 
 
 class BetaRule(nn.Module):
-    """Base of the β rules.
+    """Base of the β rules: ``forward(margins, beta, gather)`` with ``margins`` ``[B]`` detached and ``beta``
+    the loss's β0."""
 
-    Args:
-        beta: The base β (β0). ``BetaDPOModule`` requires it to equal the module's ``beta``, which scales
-            the logged rewards, so the two cannot silently disagree.
-    """
-
-    def __init__(self, beta: float = 0.1) -> None:
-        super().__init__()
-        if beta <= 0:
-            raise ValueError(f"beta must be positive, got {beta}")
-        self.beta = float(beta)
-
-    def forward(self, margins: torch.Tensor, gather: Gather | None = None) -> BetaDecision:
-        """β and the kept pairs for this batch; ``margins`` is ``[B]`` and detached."""
+    def forward(self, margins: torch.Tensor, beta: float, gather: Gather | None = None) -> BetaDecision:
         raise NotImplementedError
 
     def metrics(self) -> dict[str, torch.Tensor]:
@@ -62,14 +51,14 @@ class BetaRule(nn.Module):
 
 
 class FixedBeta(BetaRule):
-    """A constant β and every pair: with it ``BetaDPOModule`` is DPO (the control run)."""
+    """β0 and every pair: with it ``BetaDPOLoss`` is DPO (the control run)."""
 
-    def forward(self, margins: torch.Tensor, gather: Gather | None = None) -> BetaDecision:
-        self._beta = torch.tensor(self.beta, dtype=margins.dtype, device=margins.device)
+    def forward(self, margins: torch.Tensor, beta: float, gather: Gather | None = None) -> BetaDecision:
+        self._beta = torch.tensor(beta, dtype=margins.dtype, device=margins.device)
         return BetaDecision(self._beta, self._keep_all(margins))
 
     def metrics(self) -> dict[str, torch.Tensor]:
-        return {"beta/used": getattr(self, "_beta", torch.tensor(self.beta))}
+        return {"beta/used": self._beta} if hasattr(self, "_beta") else {}
 
 
 class BatchAdaptiveBeta(BetaRule):
@@ -94,7 +83,6 @@ class BatchAdaptiveBeta(BetaRule):
     the statistics and filters too.)
 
     Args:
-        beta: β0.
         alpha: Scaling factor α of the margin shift (the authors' ``a``; their example uses 0.6, 0 gives a
             constant β).
         keep_fraction: Share of pairs that train, ``1 - ρ`` (the authors' ``mode_weight`` is ρ = 0.2). 1
@@ -102,8 +90,8 @@ class BatchAdaptiveBeta(BetaRule):
         momentum: γ of the running statistics (0.9 in the authors' code).
     """
 
-    def __init__(self, beta: float = 0.1, alpha: float = 0.6, keep_fraction: float = 0.8, momentum: float = 0.9):
-        super().__init__(beta)
+    def __init__(self, alpha: float = 0.6, keep_fraction: float = 0.8, momentum: float = 0.9) -> None:
+        super().__init__()
         if not 0.0 < keep_fraction <= 1.0:
             raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
         if not 0.0 <= momentum < 1.0:
@@ -116,17 +104,17 @@ class BatchAdaptiveBeta(BetaRule):
         self._last: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
-    def forward(self, margins: torch.Tensor, gather: Gather | None = None) -> BetaDecision:
+    def forward(self, margins: torch.Tensor, beta: float, gather: Gather | None = None) -> BetaDecision:
         margins = margins.detach().reshape(-1)
         if not self.training:
-            return self._decide(torch.tensor(self.beta, device=margins.device), self._keep_all(margins))
+            return self._decide(torch.tensor(beta, device=margins.device), self._keep_all(margins))
         everyone = gather(margins).reshape(-1) if gather is not None else margins
         mean, std = update_margin_stats(self.margin_mean, self.margin_std, everyone, self.momentum)
         self.margin_mean.copy_(mean)
         self.margin_std.copy_(std)
         keep = filter_pairs(margins, mean, std, self.keep_fraction)
         everyone_kept = gather(keep.float()).reshape(-1) > 0.5 if gather is not None else keep
-        return self._decide(batch_beta(self.beta, self.alpha, everyone[everyone_kept], mean), keep, everyone_kept)
+        return self._decide(batch_beta(beta, self.alpha, everyone[everyone_kept], mean), keep, everyone_kept)
 
     def _decide(self, beta: torch.Tensor, keep: torch.Tensor, everyone_kept: torch.Tensor | None = None):
         everyone_kept = keep if everyone_kept is None else everyone_kept
@@ -135,7 +123,7 @@ class BatchAdaptiveBeta(BetaRule):
 
     def metrics(self) -> dict[str, torch.Tensor]:
         return {
-            "beta/used": self._last.get("beta/used", torch.tensor(self.beta)),
+            **({"beta/used": self._last["beta/used"]} if self._last else {}),
             "margin/ema_mean": self.margin_mean.clone(),
             "margin/ema_std": self.margin_std.clone(),
             "filter/kept_fraction": self._last.get("filter/kept_fraction", torch.tensor(1.0)),
@@ -143,27 +131,29 @@ class BatchAdaptiveBeta(BetaRule):
 
 
 class LearnableBeta(BetaRule):
-    """A single β learned by the optimizer with the policy, in log space (``β = exp(log_beta)`` stays
-    positive); every pair trains. An experiment, not a recommendation.
+    """β learned by the optimizer with the policy, as a scale of β0 in log space (``β = β0·exp(log_scale)``,
+    starting at β0 and staying positive); every pair trains. An experiment, not a recommendation.
 
     For one pair with margin ``h`` the sigmoid loss ``-log σ(β·h)`` has ``∂L/∂β = -h·σ(-β·h)`` and
-    ``∂L/∂log β = -β·h·σ(-β·h)``. Gradient descent therefore raises β whenever the batch's margins are
+    ``∂L/∂log_scale = -β·h·σ(-β·h)``. Gradient descent therefore raises β whenever the batch's margins are
     positive on balance, which is what DPO training makes them, and the loss keeps falling as β grows
     (``-log σ(β·h) → 0`` for ``h > 0``): nothing inside the loss bounds β. It starts at zero gradient (policy
     = reference, ``h = 0``) and shrinks β on batches whose margins are negative. A larger β also scales the
     policy's own gradient, so a run with this rule drifts from the reference faster as it goes. Restrain it
-    (a prior on ``log_beta``, a clamp, a separate learning rate) in a subclass if that is not the point.
+    (a prior on ``log_scale``, a clamp, a separate learning rate) in a subclass if that is not the point.
 
-    ``log_beta`` is a 0-dim parameter, so ``parameter_groups`` gives it no weight decay; it shares the
-    policy's learning rate. The logged rewards keep using β0, the module's ``beta``.
+    ``log_scale`` is a 0-dim parameter, so ``parameter_groups`` gives it no weight decay; it shares the
+    policy's learning rate. The logged rewards keep using β0.
     """
 
-    def __init__(self, beta: float = 0.1) -> None:
-        super().__init__(beta)
-        self.log_beta = nn.Parameter(torch.tensor(math.log(beta)))
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(()))
+        self._beta: torch.Tensor | None = None
 
-    def forward(self, margins: torch.Tensor, gather: Gather | None = None) -> BetaDecision:
-        return BetaDecision(self.log_beta.exp(), self._keep_all(margins))
+    def forward(self, margins: torch.Tensor, beta: float, gather: Gather | None = None) -> BetaDecision:
+        self._beta = beta * self.log_scale.exp()
+        return BetaDecision(self._beta, self._keep_all(margins))
 
     def metrics(self) -> dict[str, torch.Tensor]:
-        return {"beta/used": self.log_beta.detach().exp()}
+        return {"beta/used": self._beta.detach()} if self._beta is not None else {}

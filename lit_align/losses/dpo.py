@@ -1,8 +1,8 @@
-"""The DPO loss family as pure functions of per-sequence log-probabilities.
+"""The DPO loss family: `DPOLoss`, the object a recipe names, and `dpo_loss`, the formula it evaluates.
 
 Nothing here knows about models, tokenizers, devices or logging: a loss takes the log-probs the module
-computed and returns per-example losses and implicit rewards. That keeps every formula testable with
-hand-picked numbers and lets a new loss be written without touching the training loop.
+computed and returns the loss and its metrics. That keeps every formula testable with hand-picked numbers
+and lets a new loss be written without touching the training loop.
 
 The variants share one function because they share one quantity: the margin ``beta * h`` between the chosen
 and rejected log-ratios. A variant changes how the margin is formed (SimPO, R-DPO), which function of it is
@@ -27,13 +27,16 @@ from typing import Literal, NamedTuple, get_args
 import torch
 import torch.nn.functional as F
 
+from lit_align.losses.base import LossOutput, PreferenceLoss
+from lit_align.losses.logps import PreferenceLogps
+
 DPOLossType = Literal["sigmoid", "robust", "ipo", "hinge", "simpo"]
 
 AVERAGED_LOSS_TYPES = ("ipo", "simpo")
-"""Loss types defined on log-probs averaged over the completion's tokens: the caller divides before calling."""
+"""Loss types defined on log-probs averaged over the completion's tokens: `DPOLoss` divides before `dpo_loss`."""
 
 REFERENCE_FREE_LOSS_TYPES = ("simpo",)
-"""Loss types that ignore the reference log-probs: the caller can skip the reference forward."""
+"""Loss types that ignore the reference log-probs: the module skips the reference forward."""
 
 
 class DPOLossOutput(NamedTuple):
@@ -101,10 +104,7 @@ def dpo_loss(
     Example (sigmoid, beta=0.5, eps=0): policy logps chosen -1, rejected -3; reference -2 and -2.
     h = (-1 + 2) - (-3 + 2) = 2, so loss = -logsigmoid(1) = log(1 + e^-1) = 0.3133; rewards 0.5 and -0.5.
     """
-    if loss_type not in get_args(DPOLossType):
-        raise ValueError(f"unknown DPO loss_type {loss_type!r}; expected one of {', '.join(get_args(DPOLossType))}")
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    check_dpo_arguments(loss_type, label_smoothing)
     if loss_type in REFERENCE_FREE_LOSS_TYPES:
         chosen_logratios, rejected_logratios = policy_chosen_logps, policy_rejected_logps
     else:
@@ -161,3 +161,90 @@ def preference_metrics(
         "logps/chosen": policy_chosen_logps.detach().mean(),
         "logps/rejected": policy_rejected_logps.detach().mean(),
     }
+
+
+def check_dpo_arguments(loss_type: str, label_smoothing: float) -> None:
+    """Raise at construction what `dpo_loss` would only raise at the first step."""
+    if loss_type not in get_args(DPOLossType):
+        raise ValueError(f"unknown DPO loss_type {loss_type!r}; expected one of {', '.join(get_args(DPOLossType))}")
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+
+
+class DPOLoss(PreferenceLoss):
+    """DPO and its variants on one batch of pairs; the formulas are `dpo_loss`'s.
+
+    Args:
+        beta: Strength of the KL penalty towards the reference (the DPO paper's beta).
+        loss_type: ``sigmoid`` (DPO), ``robust`` (robust DPO), ``ipo`` (on per-token-averaged log-probs),
+            ``hinge``, or ``simpo`` (per-token-averaged log-probs, no reference: the module then runs none).
+        label_smoothing: Assumed probability that a preference label is flipped (conservative DPO for
+            ``sigmoid`` and ``simpo``, the noise rate for ``robust``).
+        simpo_gamma: SimPO's target margin gamma (TRL's ``simpo_gamma``). Only read by ``simpo``.
+        length_penalty: R-DPO's alpha, ``alpha * (|y_w| - |y_l|)`` (completion tokens) added to the margin. 0: off.
+        rpo_alpha: RPO's weight of an NLL term on the chosen completion (per-token mean), logged as ``nll_loss``.
+            0: off.
+
+    Logged: TRL's ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies``, ``rewards/margins``,
+    ``logps/chosen``, ``logps/rejected`` (sums over the completion), and ``nll_loss`` with ``rpo_alpha``.
+    """
+
+    def __init__(
+        self,
+        beta: float = 0.1,
+        loss_type: DPOLossType = "sigmoid",
+        label_smoothing: float = 0.0,
+        simpo_gamma: float = 0.5,
+        length_penalty: float = 0.0,
+        rpo_alpha: float = 0.0,
+    ) -> None:
+        super().__init__()
+        check_dpo_arguments(loss_type, label_smoothing)
+        if length_penalty and loss_type == "ipo":
+            raise ValueError("length_penalty (R-DPO) shifts the logistic margin; loss_type ipo has none")
+        self.beta = beta
+        self.loss_type = loss_type
+        self.label_smoothing = label_smoothing
+        self.simpo_gamma = simpo_gamma
+        self.length_penalty = length_penalty
+        self.rpo_alpha = rpo_alpha
+
+    @property
+    def reference_free(self) -> bool:
+        return self.loss_type in REFERENCE_FREE_LOSS_TYPES
+
+    @property
+    def averaged_logps(self) -> bool:
+        return self.loss_type in AVERAGED_LOSS_TYPES
+
+    def per_pair(self, logps: PreferenceLogps) -> DPOLossOutput:
+        """`dpo_loss` with this object's settings: per-pair losses and rewards."""
+        summed, used = logps, logps.averaged() if self.averaged_logps else logps
+        return dpo_loss(
+            used.policy_chosen,
+            used.policy_rejected,
+            used.reference_chosen,
+            used.reference_rejected,
+            beta=self.beta,
+            loss_type=self.loss_type,
+            label_smoothing=self.label_smoothing,
+            simpo_gamma=self.simpo_gamma,
+            length_penalty=self.length_penalty,
+            chosen_lengths=summed.chosen_tokens,
+            rejected_lengths=summed.rejected_tokens,
+            rpo_alpha=self.rpo_alpha,
+            chosen_nll=summed.chosen_mean_nll() if self.rpo_alpha else None,
+        )
+
+    def pair_metrics(self, out: DPOLossOutput, logps: PreferenceLogps) -> dict[str, torch.Tensor]:
+        """TRL's metrics for ``out``, plus ``nll_loss`` when the RPO term is on."""
+        metrics = preference_metrics(
+            out.chosen_rewards, out.rejected_rewards, logps.policy_chosen, logps.policy_rejected
+        )
+        if self.rpo_alpha:
+            metrics["nll_loss"] = logps.chosen_mean_nll().detach().mean()
+        return metrics
+
+    def forward(self, logps: PreferenceLogps) -> LossOutput:
+        out = self.per_pair(logps)
+        return LossOutput(out.losses.mean(), self.pair_metrics(out, logps))

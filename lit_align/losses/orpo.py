@@ -20,6 +20,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from lit_align.losses.base import LossOutput, PreferenceLoss
+from lit_align.losses.dpo import preference_metrics
+from lit_align.losses.logps import PreferenceLogps
+
 LOG_PROB_CEILING = -1e-6
 """Average log-probs are clamped to at most this before ``log(1 - exp(x))``: an average log-prob of exactly 0
 (every token predicted with probability 1, or a float32 rounding to it) would give ``log(0) = -inf``, infinite
@@ -85,3 +89,52 @@ def orpo_loss(
         log_odds_ratio.detach(),
         log_odds.detach(),
     )
+
+
+class ORPOLoss(PreferenceLoss):
+    """ORPO: SFT on the chosen answer plus an odds-ratio preference term, without a reference model.
+
+    Reference-free: the module runs no reference (``reference`` must be ``auto`` or ``none``), so a step costs
+    one forward and backward of the policy, as in SFT.
+
+    Args:
+        lam: Weight of the odds-ratio term, the paper's lambda (0.1 to 0.25 in the paper; TRL's ``beta``).
+        nll_on_prompt: NLL over every token of the chosen sequence, prompt included, as in the authors' code
+            (their default). ``False`` restricts it to the chosen completion's tokens, as TRL's ORPOTrainer does.
+            Either way it is a per-sequence mean over tokens, then a mean over pairs.
+
+    Logged besides the loss, with TRL's ORPO names and definitions: ``nll_loss`` (the NLL term),
+    ``log_odds_ratio`` (mean of ``logsigmoid(log_odds)``, so minus the unweighted odds-ratio loss),
+    ``log_odds_chosen`` (mean of ``log_odds``), ``rewards/*`` (``lam`` times the average log-probs) and
+    ``logps/chosen`` and ``logps/rejected`` (per-token *averages*, the log-probs ORPO works with and TRL logs
+    for ORPO; DPO logs sums).
+    """
+
+    reference_free = True
+    averaged_logps = True
+
+    def __init__(self, lam: float = 0.2, nll_on_prompt: bool = True) -> None:
+        super().__init__()
+        self.lam = lam
+        self.nll_on_prompt = nll_on_prompt
+
+    @property
+    def sequence_nll(self) -> bool:
+        return self.nll_on_prompt
+
+    def forward(self, logps: PreferenceLogps) -> LossOutput:
+        averaged = logps.averaged()
+        if not self.nll_on_prompt:
+            chosen_nll = -averaged.policy_chosen
+        elif logps.chosen_sequence_nll is None:
+            raise ValueError("ORPOLoss(nll_on_prompt=True) needs chosen_sequence_nll, which the module computes")
+        else:
+            chosen_nll = logps.chosen_sequence_nll
+        out = orpo_loss(averaged.policy_chosen, averaged.policy_rejected, chosen_nll, lam=self.lam)
+        metrics = preference_metrics(
+            out.chosen_rewards, out.rejected_rewards, averaged.policy_chosen, averaged.policy_rejected
+        )
+        metrics["nll_loss"] = chosen_nll.detach().mean()
+        metrics["log_odds_ratio"] = out.log_odds_ratio.mean()
+        metrics["log_odds_chosen"] = out.log_odds_chosen.mean()
+        return LossOutput(out.losses.mean(), metrics)

@@ -8,7 +8,7 @@ guided side is a target there (stop-gradient): the consistency term must change 
 the guided one down to it.
 
 The loss is the DPO loss of ``lit_align.losses.dpo`` on the guided log-probs plus that squared gap; nothing here
-knows how the guidance is given.
+knows how the guidance is given (`lit_align.modules.preference_guided` does).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from typing import NamedTuple
 
 import torch
 
-from lit_align.losses.dpo import DPOLossType, dpo_loss
+from lit_align.losses.base import LossOutput
+from lit_align.losses.dpo import DPOLoss, DPOLossType, dpo_loss
+from lit_align.losses.logps import PreferenceLogps
 
 
 class PreferenceGuidedLossOutput(NamedTuple):
@@ -71,14 +73,68 @@ def preference_guided_loss(
         label_smoothing=label_smoothing,
         **dpo_options,
     )
-    h_guided = guided_policy_chosen_logps - guided_policy_rejected_logps
-    h_plain = plain_policy_chosen_logps - plain_policy_rejected_logps
-    aligned = (h_plain - h_guided.detach()) ** 2
+    aligned, advantage = consistency_term(
+        guided_policy_chosen_logps, guided_policy_rejected_logps, plain_policy_chosen_logps, plain_policy_rejected_logps
+    )
     return PreferenceGuidedLossOutput(
         losses=dpo.losses + alpha * aligned,
         dpo_losses=dpo.losses,
         aligned_losses=aligned,
         chosen_rewards=dpo.chosen_rewards,
         rejected_rewards=dpo.rejected_rewards,
-        advantage=(h_guided - h_plain).detach(),
+        advantage=advantage,
     )
+
+
+def consistency_term(
+    guided_chosen: torch.Tensor, guided_rejected: torch.Tensor, plain_chosen: torch.Tensor, plain_rejected: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(h_plain - stopgrad(h_guided))^2`` and the detached ``advantage = h_guided - h_plain``, per pair."""
+    h_guided = guided_chosen - guided_rejected
+    h_plain = plain_chosen - plain_rejected
+    return (h_plain - h_guided.detach()) ** 2, (h_guided - h_plain).detach()
+
+
+class PreferenceGuidedLoss(DPOLoss):
+    """DPO on the guided log-probs plus ``alpha`` times the guided-to-plain consistency term.
+
+    Args:
+        alpha: Weight of the consistency term ``(h_plain - stopgrad(h_guided))^2``. ``h`` sums log-probs over the
+            answer while DPO sees ``beta * h``, so ``alpha = beta^2`` (0.01 at beta 0.1) puts the terms on one
+            scale (the default). At 1.0 the consistency term drowns DPO (the quickstart's validation
+            accuracy stays at 0.45 after 200 steps, against 0.96 with 0.01).
+
+    Every other argument is `DPOLoss`'s and applies to the guided DPO term; ``loss_type`` must take summed
+    log-probs (``sigmoid``, ``robust``, ``hinge``).
+
+    Logged besides DPO's metrics (of the guided pass): ``loss_components/dpo_loss``,
+    ``loss_components/aligned_loss``, ``preference_metrics/pref_advantage_ratio`` (share of pairs with
+    ``h_guided > h_plain``) and ``preference_metrics/advantage`` (mean ``h_guided - h_plain``).
+    """
+
+    plain_logps = True
+
+    def __init__(self, alpha: float = 0.01, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if self.averaged_logps:
+            raise ValueError(
+                f"preference-guided DPO compares summed log-probs; loss_type {self.loss_type!r} works on per-token "
+                "averages: use sigmoid, robust or hinge"
+            )
+        self.alpha = alpha
+
+    def forward(self, logps: PreferenceLogps) -> LossOutput:
+        if logps.plain_policy_chosen is None or logps.plain_policy_rejected is None:
+            raise ValueError(
+                "PreferenceGuidedLoss needs the plain policy log-probs: train it with PreferenceGuidedDPOModule"
+            )
+        dpo = self.per_pair(logps)
+        aligned, advantage = consistency_term(
+            logps.policy_chosen, logps.policy_rejected, logps.plain_policy_chosen, logps.plain_policy_rejected
+        )
+        metrics = self.pair_metrics(dpo, logps)
+        metrics["loss_components/dpo_loss"] = dpo.losses.detach().mean()
+        metrics["loss_components/aligned_loss"] = aligned.detach().mean()
+        metrics["preference_metrics/pref_advantage_ratio"] = (advantage > 0).float().mean()
+        metrics["preference_metrics/advantage"] = advantage.mean()
+        return LossOutput((dpo.losses + self.alpha * aligned).mean(), metrics)

@@ -1,4 +1,5 @@
-"""β-DPO arithmetic and the β rules against values computed by hand.
+"""β-DPO's arithmetic (`beta_margins`) and the `BetaDPOLoss` object against values computed by hand (the rules
+are in test_beta_rules.py).
 
 The running example, four pairs (policy chosen, policy rejected, reference chosen, reference rejected):
 
@@ -8,16 +9,18 @@ The running example, four pairs (policy chosen, policy rejected, reference chose
     pair 4: -4, -1, -3, -1  ->  M = -1 - 0 = -1
 
 Batch mean (3 + 2 + 0 - 1) / 4 = 1; deviations 2, 1, -1, -2, squares sum to 10, unbiased variance 10/3,
-std sqrt(10/3) = 1.825742.
+std sqrt(10/3) = 1.825742. Log-ratios (policy - reference): chosen [1, 0, 0, -1], rejected [-2, -2, 0, 0].
 """
 
 import math
+from functools import partial
 
 import pytest
 import torch
 from torch.testing import assert_close
 
-from lit_align.losses.beta_dpo import (
+from lit_align.losses import BetaDPOLoss, DPOLoss, PreferenceLogps
+from lit_align.losses.beta_margins import (
     MIN_BETA,
     batch_beta,
     beta_dpo_margins,
@@ -150,73 +153,99 @@ def test_filter_survives_weights_that_all_underflow():
         assert keep[0] and int(keep.sum()) == 2
 
 
-# ---- the rules ------------------------------------------------------------------------------------------
+# ---- the loss object ------------------------------------------------------------------------------------
 
 
-def test_batch_adaptive_rule_by_hand():
-    # keep_fraction 1: statistics 0.1 and 0.182574 after the batch; beta = 0.1 * (1 + 0.6 * (1 - 0.1)) = 0.154
-    rule = BatchAdaptiveBeta(beta=0.1, alpha=0.6, keep_fraction=1.0).train()
-    decision = rule(MARGINS)
-    assert_close(rule.margin_mean, torch.tensor(0.1))
-    assert_close(rule.margin_std, torch.tensor(0.1 * BATCH_STD))
-    assert_close(decision.beta, torch.tensor(0.154))
-    assert decision.keep.all()
-    metrics = rule.metrics()
-    assert set(metrics) == {"beta/used", "margin/ema_mean", "margin/ema_std", "filter/kept_fraction"}
-    assert_close(metrics["beta/used"], torch.tensor(0.154))
+def _pairs(*logps: torch.Tensor) -> PreferenceLogps:
+    """Log-probs as the module hands them to a loss; β-DPO reads sums and never the token counts."""
+    tokens = torch.full((logps[0].numel(),), 5)
+    return PreferenceLogps(*logps, chosen_tokens=tokens, rejected_tokens=tokens)
+
+
+def _random_pairs(n: int = 8, seed: int = 0) -> PreferenceLogps:
+    generator = torch.Generator().manual_seed(seed)
+    return _pairs(*(-30 * torch.rand(4, n, generator=generator)))
+
+
+@pytest.mark.parametrize(
+    "make_rule", [FixedBeta, partial(BatchAdaptiveBeta, alpha=0.0, keep_fraction=1.0)], ids=["fixed", "alpha0"]
+)
+def test_beta_dpo_loss_without_scaling_or_filtering_is_dpo(make_rule):
+    logps = _random_pairs()
+    loss, metrics = BetaDPOLoss(beta=0.3, rule=make_rule(), label_smoothing=0.1).train()(logps)
+    dpo_loss_value, dpo_metrics = DPOLoss(beta=0.3, label_smoothing=0.1)(logps)
+    assert_close(loss, dpo_loss_value)
+    for name, value in dpo_metrics.items():  # rewards/*, logps/*
+        assert_close(metrics[name], value, msg=name)
+    assert_close(metrics["beta/used"], torch.tensor(0.3))
+
+
+def test_default_rule_state_is_in_the_state_dict_and_moves_only_in_training():
+    loss = BetaDPOLoss(beta=0.1)
+    assert isinstance(loss.rule, BatchAdaptiveBeta)
+    assert set(loss.state_dict()) == {"rule.margin_mean", "rule.margin_std"}
+    # training: one batch from zero gives 0.1 * mean(M) = 0.1 and 0.1 * 1.825742 = 0.182574
+    loss.train()(_pairs(*LOGPS))
+    state = loss.state_dict()
+    assert_close(state["rule.margin_mean"], torch.tensor(0.1))
+    assert_close(state["rule.margin_std"], torch.tensor(0.1 * BATCH_STD))
+    # validation: statistics untouched, every pair at beta0, so the loss is DPO's
+    eval_loss, metrics = loss.eval()(_pairs(*LOGPS))
+    assert_close(loss.rule.margin_mean, torch.tensor(0.1))
+    assert_close(loss.rule.margin_std, torch.tensor(0.1 * BATCH_STD))
+    assert_close(eval_loss, DPOLoss(beta=0.1)(_pairs(*LOGPS)).loss)
     assert_close(metrics["filter/kept_fraction"], torch.tensor(1.0))
-    # default keep_fraction 0.8 keeps floor(3.2) = 3 of the 4 pairs
-    assert int(BatchAdaptiveBeta().train()(MARGINS).keep.sum()) == 3
 
 
-def test_batch_adaptive_rule_leaves_statistics_alone_in_eval_mode():
-    rule = BatchAdaptiveBeta(beta=0.2).train()
-    rule(MARGINS)
-    before = (rule.margin_mean.clone(), rule.margin_std.clone())
-    decision = rule.eval()(MARGINS)
-    assert torch.equal(rule.margin_mean, before[0]) and torch.equal(rule.margin_std, before[1])
-    assert decision.keep.all() and decision.beta.item() == pytest.approx(0.2)
+def test_logged_rewards_use_beta0_when_the_rule_changes_beta():
+    # The rule raises beta to 0.1 * (1 + 0.6 * (1 - 0.1)) = 0.154 (test_beta_rules.py); the loss uses 0.154, the
+    # rewards keep 0.1: chosen 0.1 * mean([1, 0, 0, -1]) = 0, rejected 0.1 * mean([-2, -2, 0, 0]) = -0.1,
+    # margins 0.1 * mean(M) = 0.1 (0.154 with the rule's beta); chosen wins on pairs 1 and 2 only: accuracy 0.5.
+    rule = BatchAdaptiveBeta(alpha=0.6, keep_fraction=1.0)
+    loss, metrics = BetaDPOLoss(beta=0.1, rule=rule).train()(_pairs(*LOGPS))
+    assert_close(metrics["beta/used"], torch.tensor(0.154))
+    assert_close(loss, dpo_loss(*LOGPS, beta=0.154).losses.mean())
+    assert_close(metrics["rewards/chosen"], torch.tensor(0.0))
+    assert_close(metrics["rewards/rejected"], torch.tensor(-0.1))
+    assert_close(metrics["rewards/margins"], torch.tensor(0.1))
+    assert_close(metrics["rewards/accuracies"], torch.tensor(0.5))
 
 
-def test_batch_adaptive_rule_uses_every_rank_through_gather():
-    # a second rank holds [1, 1, 1, 1]: the gathered 8 margins have mean 1 and std sqrt(10 / 7), so the
-    # statistics are 0.1 and 0.1 * 1.195229 (not 0.182574), beta 0.1 * (1 + 0.6 * (1 - 0.1)) = 0.154
+def test_learnable_rule_trains_through_the_loss_and_rewards_keep_beta0():
+    # log_scale ln 2: beta 0.1 * 2 = 0.2 in the loss, the rewards' margins stay 0.1 * mean(M) = 0.1
+    loss = BetaDPOLoss(beta=0.1, rule=LearnableBeta())
+    assert [name for name, _ in loss.named_parameters()] == ["rule.log_scale"]
+    with torch.no_grad():
+        loss.rule.log_scale.fill_(math.log(2))
+    value, metrics = loss(_pairs(*LOGPS))
+    assert_close(value, dpo_loss(*LOGPS, beta=0.2).losses.mean())
+    assert_close(metrics["beta/used"], torch.tensor(0.2))
+    assert_close(metrics["rewards/margins"], torch.tensor(0.1))
+    value.backward()
+    assert loss.rule.log_scale.grad is not None and loss.rule.log_scale.grad != 0
+
+
+def test_gather_is_handed_to_the_rule():
+    # One rank: gather returns its input, so the statistics are those without gather (mean 0.1); the rule
+    # gathers the margins [3, 2, 0, -1] for the statistics, then its keep mask (floor(4 * 0.8) = 3 pairs) for beta.
+    calls = []
+
     def gather(tensor):
-        other = torch.ones_like(tensor)  # the other rank's margins, then its keep mask (all kept)
-        return torch.stack([tensor, other])
+        calls.append(tensor.clone())
+        return tensor
 
-    rule = BatchAdaptiveBeta(keep_fraction=1.0).train()
-    decision = rule(MARGINS, gather=gather)
-    assert_close(rule.margin_std, torch.tensor(0.1 * math.sqrt(10 / 7)))
-    assert_close(decision.beta, torch.tensor(0.154))
-    assert decision.keep.shape == (4,)
-
-
-def test_fixed_rule_keeps_all_at_a_constant_beta():
-    decision = FixedBeta(beta=0.3)(MARGINS)
-    assert decision.keep.all() and decision.beta.item() == pytest.approx(0.3)
-    assert_close(FixedBeta(beta=0.3).metrics()["beta/used"], torch.tensor(0.3))
+    loss = BetaDPOLoss(beta=0.1).train()
+    loss.gather = gather
+    loss(_pairs(*LOGPS))
+    assert len(calls) == 2
+    assert_close(calls[0], MARGINS)
+    assert calls[1].shape == (4,) and calls[1].sum().item() == 3
+    assert_close(loss.rule.margin_mean, torch.tensor(0.1))
 
 
-def test_learnable_beta_gradient_raises_beta_on_positive_margins():
-    # one pair, beta = 0.1, h = 2: dL/dlog(beta) = -beta * h * sigmoid(-beta * h) = -0.2 * sigmoid(-0.2) = -0.090033
-    policy_chosen, policy_rejected = torch.tensor([-1.0]), torch.tensor([-3.0])
-    zeros = torch.zeros(1)
-    rule = LearnableBeta(beta=0.1)
-    decision = rule(torch.tensor([2.0]))
-    dpo_loss(policy_chosen, policy_rejected, zeros, zeros, beta=decision.beta).losses.mean().backward()
-    assert_close(rule.log_beta.grad, torch.tensor(-0.2 / (1 + math.exp(0.2))))
-    assert rule.log_beta.grad < 0  # gradient descent raises beta
-    rule.log_beta.grad = None
-    dpo_loss(policy_rejected, policy_chosen, zeros, zeros, beta=rule(zeros).beta).losses.mean().backward()
-    assert rule.log_beta.grad > 0  # negative margins lower it
-    assert_close(rule.metrics()["beta/used"], torch.tensor(0.1))
-
-
-def test_bad_rule_arguments_are_named():
-    with pytest.raises(ValueError, match="keep_fraction"):
-        BatchAdaptiveBeta(keep_fraction=0.0)
-    with pytest.raises(ValueError, match="momentum"):
-        BatchAdaptiveBeta(momentum=1.0)
-    with pytest.raises(ValueError, match="beta"):
-        FixedBeta(beta=0.0)
+def test_bad_beta_dpo_arguments_are_named():
+    for beta in (0.0, -0.1):
+        with pytest.raises(ValueError, match="beta"):
+            BetaDPOLoss(beta=beta, rule=FixedBeta())  # beta0 is the loss's; the rules receive it
+    with pytest.raises(ValueError, match="label_smoothing"):
+        BetaDPOLoss(label_smoothing=0.5)

@@ -1,4 +1,4 @@
-"""DPO losses against values computed by hand.
+"""DPO losses against values computed by hand: the formula `dpo_loss`, then the `DPOLoss` object.
 
 The running example: beta = 0.5, policy log-probs chosen -1 and rejected -3, reference -2 and -2.
 h = (-1 - (-2)) - (-3 - (-2)) = 1 - (-1) = 2 and beta * h = 1.
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from lit_align.losses import dpo_loss, preference_metrics
+from lit_align.losses import DPOLoss, PreferenceLogps, dpo_loss, preference_metrics
 
 POLICY_CHOSEN, POLICY_REJECTED = torch.tensor([-1.0]), torch.tensor([-3.0])
 REF_CHOSEN, REF_REJECTED = torch.tensor([-2.0]), torch.tensor([-2.0])
@@ -188,3 +188,110 @@ def test_variant_arguments_are_checked():
         )
     with pytest.raises(ValueError, match="chosen_nll"):
         _loss(rpo_alpha=1.0)
+
+
+# ---- the loss object ------------------------------------------------------------------------------------
+
+LOSS_TYPES = ["sigmoid", "robust", "ipo", "hinge", "simpo"]
+
+
+def _pairs(chosen_tokens: int = 1, rejected_tokens: int = 1) -> PreferenceLogps:
+    """The running example as per-token averages: the sums the module passes are the values times the tokens."""
+    c, r = torch.tensor([chosen_tokens]), torch.tensor([rejected_tokens])
+    return PreferenceLogps(POLICY_CHOSEN * c, POLICY_REJECTED * r, REF_CHOSEN * c, REF_REJECTED * r, c, r)
+
+
+def _random_pairs(n: int = 8, seed: int = 0) -> PreferenceLogps:
+    generator = torch.Generator().manual_seed(seed)
+    c, r = torch.randint(1, 40, (2, n), generator=generator)
+    per_token = -0.2 - 2 * torch.rand(4, n, generator=generator)
+    return PreferenceLogps(per_token[0] * c, per_token[1] * r, per_token[2] * c, per_token[3] * r, c, r)
+
+
+def _formula_inputs(logps: PreferenceLogps, loss_type: str) -> list[torch.Tensor]:
+    """The four log-probs dpo_loss should see: sums, or per-token averages for ipo and simpo."""
+    c, r = (logps.chosen_tokens, logps.rejected_tokens) if loss_type in ("ipo", "simpo") else (1, 1)
+    return [
+        logps.policy_chosen / c,
+        logps.policy_rejected / r,
+        logps.reference_chosen / c,
+        logps.reference_rejected / r,
+    ]
+
+
+def test_dpo_loss_object_by_hand():
+    # The docstring's example: loss log(1 + e^-1) = 0.313262, rewards 0.5 and -0.5, the chosen one wins.
+    loss, metrics = DPOLoss(beta=0.5)(_pairs())
+    assert_close(loss, torch.tensor(0.313262), atol=1e-6, rtol=0)
+    expected = {"rewards/chosen": 0.5, "rewards/rejected": -0.5, "rewards/accuracies": 1.0, "rewards/margins": 1.0}
+    expected |= {"logps/chosen": -1.0, "logps/rejected": -3.0}
+    assert set(metrics) == set(expected)  # no nll_loss without rpo_alpha
+    for name, value in expected.items():
+        assert_close(metrics[name], torch.tensor(value), msg=name)
+
+
+def test_dpo_loss_object_averages_over_tokens_for_ipo_and_simpo():
+    # 2 chosen and 4 rejected tokens: sums -2, -12 (policy) and -4, -8 (reference) average to the running example.
+    # ipo, beta 0.5: (2 - 1)^2 = 1 (on the sums h = 2 - (-4) = 6 would give 25); simpo, beta 0.5, gamma 0.5:
+    # log(1 + e^-0.5) = 0.474077, rewards 0.5 * -1 and 0.5 * -3; sigmoid reads the sums: -logsigmoid(0.5 * 6).
+    assert_close(DPOLoss(beta=0.5, loss_type="ipo")(_pairs(2, 4)).loss, torch.tensor(1.0))
+    loss, metrics = DPOLoss(beta=0.5, loss_type="simpo", simpo_gamma=0.5)(_pairs(2, 4))
+    assert_close(loss, torch.tensor(0.474077), atol=1e-6, rtol=0)
+    assert_close(metrics["rewards/chosen"], torch.tensor(-0.5))
+    assert_close(metrics["rewards/rejected"], torch.tensor(-1.5))
+    assert_close(metrics["logps/chosen"], torch.tensor(-2.0))  # logged log-probs stay sums
+    assert_close(DPOLoss(beta=0.5)(_pairs(2, 4)).loss, torch.tensor(math.log(1 + math.exp(-3))))
+
+
+def test_dpo_loss_object_length_penalty_and_rpo_by_hand():
+    # R-DPO reads the token counts: chosen 80, rejected 30, alpha 0.02: z = 1 + 0.02 * 50 = 2 -> 0.126928.
+    logps = PreferenceLogps(
+        POLICY_CHOSEN, POLICY_REJECTED, REF_CHOSEN, REF_REJECTED, torch.tensor([80]), torch.tensor([30])
+    )
+    assert_close(DPOLoss(beta=0.5, length_penalty=0.02)(logps).loss, torch.tensor(0.126928), atol=1e-6, rtol=0)
+    # RPO: chosen sum -1 over 4 tokens, NLL 1 / 4 = 0.25; loss 0.313262 + 1.0 * 0.25 = 0.563262
+    logps = PreferenceLogps(
+        POLICY_CHOSEN, POLICY_REJECTED, REF_CHOSEN, REF_REJECTED, torch.tensor([4]), torch.tensor([2])
+    )
+    loss, metrics = DPOLoss(beta=0.5, rpo_alpha=1.0)(logps)
+    assert_close(loss, torch.tensor(0.563262), atol=1e-6, rtol=0)
+    assert_close(metrics["nll_loss"], torch.tensor(0.25))
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_dpo_loss_object_evaluates_dpo_loss(loss_type):
+    """Per pair, DPOLoss is dpo_loss on the sums, or on sums / tokens for ipo and simpo; the loss is their mean."""
+    logps = _random_pairs()
+    options = {"beta": 0.2, "loss_type": loss_type, "label_smoothing": 0.1, "simpo_gamma": 0.3}
+    expected = dpo_loss(*_formula_inputs(logps, loss_type), **options)
+    loss, metrics = DPOLoss(**options)(logps)
+    assert_close(loss, expected.losses.mean())
+    assert_close(metrics["rewards/chosen"], expected.chosen_rewards.mean())
+    assert_close(metrics["rewards/rejected"], expected.rejected_rewards.mean())
+    assert_close(metrics["rewards/margins"], (expected.chosen_rewards - expected.rejected_rewards).mean())
+    assert_close(metrics["logps/chosen"], logps.policy_chosen.mean())
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_dpo_loss_object_with_length_penalty_and_rpo(loss_type):
+    """R-DPO's lengths are the token counts; RPO's NLL is -policy_chosen / chosen_tokens, logged as nll_loss."""
+    logps = _random_pairs()
+    c, r = logps.chosen_tokens, logps.rejected_tokens
+    nll = -logps.policy_chosen / c
+    length_penalty = 0.0 if loss_type == "ipo" else 0.01  # ipo has no margin to shift
+    options = {"beta": 0.2, "loss_type": loss_type, "length_penalty": length_penalty, "rpo_alpha": 0.5}
+    expected = dpo_loss(
+        *_formula_inputs(logps, loss_type), **options, chosen_lengths=c, rejected_lengths=r, chosen_nll=nll
+    )
+    loss, metrics = DPOLoss(**options)(logps)
+    assert_close(loss, expected.losses.mean())
+    assert_close(metrics["nll_loss"], nll.mean())
+
+
+def test_dpo_loss_object_bad_arguments_raise_at_construction():
+    with pytest.raises(ValueError, match="loss_type"):
+        DPOLoss(loss_type="nope")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        DPOLoss(label_smoothing=0.5)
+    with pytest.raises(ValueError, match="ipo"):
+        DPOLoss(loss_type="ipo", length_penalty=0.02)

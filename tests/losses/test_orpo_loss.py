@@ -1,4 +1,5 @@
-"""ORPO loss against values computed by hand, and log(1 - exp(x)) against a float64 reference.
+"""ORPO against values computed by hand (the formula `orpo_loss`, then the `ORPOLoss` object), and
+log(1 - exp(x)) against a float64 reference.
 
 The running example: lam = 0.2, chosen NLL 1.5, average log-probs lc = ln 0.5 and lr = ln 0.25.
 Odds: 0.5 / (1 - 0.5) = 1 and 0.25 / (1 - 0.25) = 1/3, so log_odds = ln 1 - ln(1/3) = ln 3 = 1.098612.
@@ -7,10 +8,11 @@ logsigmoid(ln 3) = ln(3 / (3 + 1)) = ln 0.75 = -0.287682.
 
 import math
 
+import pytest
 import torch
 from torch.testing import assert_close
 
-from lit_align.losses import orpo_loss
+from lit_align.losses import ORPOLoss, PreferenceLogps, orpo_loss
 from lit_align.losses.orpo import LOG_PROB_CEILING, log1mexp
 
 CHOSEN, REJECTED = torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.25)])
@@ -79,3 +81,56 @@ def test_log1mexp_beats_the_naive_formula_in_float32():
     naive = torch.log(1 - torch.exp(x))
     assert torch.isinf(naive[0])
     assert_close(log1mexp(x), torch.tensor([math.log(-LOG_PROB_CEILING), math.log(-math.expm1(-5e-6))]))
+
+
+# ---- the loss object ------------------------------------------------------------------------------------
+
+TRL_METRICS = {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen"}
+TRL_METRICS |= {"logps/rejected", "nll_loss", "log_odds_ratio", "log_odds_chosen"}
+
+
+def _pairs(chosen_sequence_nll: torch.Tensor | None = None) -> PreferenceLogps:
+    """The running example as sums: 2 chosen tokens summing to 2 ln 0.5 (average ln 0.5) and 4 rejected tokens
+    summing to 4 ln 0.25 (average ln 0.25). ORPO reads no reference: those values are arbitrary."""
+    return PreferenceLogps(
+        policy_chosen=2 * CHOSEN,
+        policy_rejected=4 * REJECTED,
+        reference_chosen=torch.tensor([-7.0]),
+        reference_rejected=torch.tensor([-1.0]),
+        chosen_tokens=torch.tensor([2]),
+        rejected_tokens=torch.tensor([4]),
+        chosen_sequence_nll=chosen_sequence_nll,
+    )
+
+
+def test_orpo_loss_object_by_hand_with_the_nll_on_prompt():
+    # The module's NLL over prompt and answer is 1.5: loss 1.5 + 0.2 * ln(4/3) = 1.557536, as orpo_loss above.
+    loss, metrics = ORPOLoss(lam=0.2, nll_on_prompt=True)(_pairs(chosen_sequence_nll=NLL))
+    assert_close(loss, torch.tensor(1.557536), atol=1e-6, rtol=0)
+    assert set(metrics) == TRL_METRICS
+    assert_close(metrics["nll_loss"], torch.tensor(1.5))
+    assert_close(metrics["log_odds_ratio"], torch.tensor(math.log(0.75)))
+    assert_close(metrics["log_odds_chosen"], torch.tensor(math.log(3)))
+    # rewards 0.2 ln 0.5 = -0.138629 and 0.2 ln 0.25 = -0.277259, margin 0.2 ln 2 = 0.138629, chosen wins
+    assert_close(metrics["rewards/chosen"], torch.tensor(-0.138629), atol=1e-6, rtol=0)
+    assert_close(metrics["rewards/rejected"], torch.tensor(-0.277259), atol=1e-6, rtol=0)
+    assert_close(metrics["rewards/margins"], torch.tensor(0.138629), atol=1e-6, rtol=0)
+    assert_close(metrics["rewards/accuracies"], torch.tensor(1.0))
+    # ORPO logs the per-token averages it works on (ln 0.5, ln 0.25), not the sums (ln 0.25, ln 0.25^4)
+    assert_close(metrics["logps/chosen"], CHOSEN[0])
+    assert_close(metrics["logps/rejected"], REJECTED[0])
+
+
+def test_orpo_loss_object_nll_on_the_completion_only():
+    # NLL = -(average chosen log-prob) = -ln 0.5 = 0.693147; loss 0.693147 + 0.057536 = 0.750683.
+    # A sequence NLL handed in anyway is not read.
+    loss, metrics = ORPOLoss(lam=0.2, nll_on_prompt=False)(_pairs(chosen_sequence_nll=NLL))
+    assert_close(loss, torch.tensor(0.750683), atol=1e-6, rtol=0)
+    assert_close(metrics["nll_loss"], torch.tensor(math.log(2)))
+    assert_close(ORPOLoss(lam=0.2, nll_on_prompt=False)(_pairs()).loss, loss)
+
+
+def test_orpo_loss_object_asks_for_the_sequence_nll_it_reads():
+    assert ORPOLoss(nll_on_prompt=True).sequence_nll and not ORPOLoss(nll_on_prompt=False).sequence_nll
+    with pytest.raises(ValueError, match="chosen_sequence_nll"):
+        ORPOLoss(nll_on_prompt=True)(_pairs())
