@@ -117,8 +117,12 @@ def test_fsdp2_trains_as_ddp_does_and_exports_the_same_adapter(fsdp_run, ddp_run
     assert (fsdp_run / "checkpoints" / "last.ckpt").is_dir()  # one shard file per rank
     sharded, replicated = _adapter(fsdp_run), _adapter(ddp_run)  # gathered on rank zero vs saved as it was
     assert sharded.keys() == replicated.keys()
+    # FSDP2 reduce-scatters gradients in another order than DDP's all-reduce, so they differ by float rounding;
+    # AdamW divides each gradient by its own running scale, which turns a rounding difference on a near-zero
+    # gradient into a visible one (4.1e-5 on one of 2048 elements, torch 2.13 on CPU). Within a tenth of one
+    # step's size (lr 2e-3) the exports are the same training.
     for name, tensor in sharded.items():
-        torch.testing.assert_close(tensor, replicated[name], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(tensor, replicated[name], rtol=1e-4, atol=2e-4)
 
 
 def test_fsdp2_resume_matches_uninterrupted(fsdp_run, tmp_path):
