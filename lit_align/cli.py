@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from lit_align.data.datamodule import AlignDataModule
+from lit_align.legacy import upgrade_hparams
 from lit_align.modules.base import AlignModule
 from lit_align.strategies import release_engine
 
@@ -46,13 +49,25 @@ class AlignCLI(LightningCLI):
         )
         parser.link_arguments("model", "data.tokenizer", compute_fn=lambda m: m.tokenizer_path, apply_on="instantiate")
         parser.link_arguments("model", "data.task", compute_fn=lambda m: m.data_task, apply_on="instantiate")
-        # Preference-guided DPO in text mode needs each pair tokenised a second time with its instruction.
-        parser.link_arguments(
-            "model",
-            "data.guidance_text",
-            compute_fn=lambda m: getattr(m, "data_guidance_text", None),
-            apply_on="instantiate",
-        )
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI's own (``--ckpt_path``'s hyper-parameters parsed over the recipe's model), with checkpoints
+        written before losses were objects upgraded first (`lit_align.legacy`)."""
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        hparams = upgrade_hparams(hparams)
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write(f"The hyper-parameters stored in {ckpt_path} do not fit the recipe's model (above).\n")
+            raise
 
     def before_fit(self) -> None:
         # Not when resuming: the checkpoint's weights are only loaded inside `fit`.

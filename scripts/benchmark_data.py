@@ -17,9 +17,9 @@ import random
 import time
 from pathlib import Path
 
-from lit_align.data.prepare import DataSource, effective_bounds, prepare_sources
+from lit_align.data.prepare import DataSource, PrepareSettings, prepare_sources
 from lit_align.data.sampler import LengthBucketBatchSampler
-from lit_align.models.loading import load_tokenizer
+from lit_align.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {
@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     args = parser.parse_args(argv)
     tokenizer = load_tokenizer(args.tokenizer)
-    bounds = effective_bounds([256, 1024, 2048], args.max_length)
+    settings = PrepareSettings(task="preference", max_length=args.max_length)
+    bounds = list(settings.bucket_bounds)
 
     header = "| data | rows | examples | rows/s | padding: random batches | bucketed batches | pairs alone |"
     print(f"batch size {args.batch_size} pairs, buckets {bounds} tokens, tokenizer {args.tokenizer}\n")
@@ -62,10 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, file in SOURCES.items():
         start = time.perf_counter()
-        prepared = prepare_sources(
-            [DataSource(str(args.data_dir / file))], tokenizer, task="preference",
-            max_length=args.max_length, bucket_bounds=bounds,
-        )  # fmt: skip
+        prepared = prepare_sources([DataSource(str(args.data_dir / file))], tokenizer, settings)
         seconds = time.perf_counter() - start
         examples = prepared.examples
         rows = prepared.reports[0].counts["rows_read"]

@@ -116,7 +116,7 @@ def run_configuration(name: str, args: argparse.Namespace) -> dict:
 
     from lit_align.data.datamodule import AlignDataModule, DataSource
     from lit_align.models import LoraSettings
-    from lit_align.modules import DPOModule, SFTModule
+    from lit_align.modules import PreferenceModule, SFTModule
 
     task, lora, reference = CONFIGURATIONS[name]
     torch.manual_seed(0)
@@ -126,7 +126,7 @@ def run_configuration(name: str, args: argparse.Namespace) -> dict:
     settings = {"lora": LoraSettings(r=16, alpha=32, dropout=0.0) if lora else None}
     if task == "dpo":
         cache = {"reference_cache_dir": str(workdir / "cache")} if reference == "precomputed" else {}
-        module = DPOModule(args.model, reference=reference, **cache, **settings)
+        module = PreferenceModule(args.model, reference=reference, **cache, **settings)
     else:
         module = SFTModule(args.model, **settings)
     data = AlignDataModule(
@@ -148,7 +148,7 @@ def run_configuration(name: str, args: argparse.Namespace) -> dict:
                 timing["first_batch"] = time.perf_counter()
                 sampler.phase = "train"
             if batch_idx >= args.warmup:
-                self.start, self.tokens = time.perf_counter(), int(batch["attention_mask"].sum())
+                self.start, self.tokens = time.perf_counter(), int(batch.attention_mask.sum())
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             if batch_idx >= args.warmup:
@@ -184,7 +184,7 @@ def run_configuration(name: str, args: argparse.Namespace) -> dict:
         "train_in_use_delta_mb": sampler.peaks.get("train", baseline_in_use) - baseline_in_use,
         "setup_seconds": timing["first_batch"] - timing["fit_start"],
         "tokens_per_second": timing["tokens"] / timing["seconds"] if timing["seconds"] else float("nan"),
-        "reference_in_memory": getattr(module, "reference_model", None) is not None,
+        "reference_in_memory": getattr(getattr(module, "reference", None), "model", None) is not None,
     }
 
 

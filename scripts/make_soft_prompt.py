@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from lit_align.models.loading import load_causal_lm, load_tokenizer
+from lit_align.models import ModelSettings, load_causal_lm, load_tokenizer
 
 
 def make_soft_prompt(model, tokenizer, n_tokens: int, init_text: str | None = None, seed: int = 0) -> torch.Tensor:
@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--trust-remote-code", action="store_true")
     args = parser.parse_args(argv)
     tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
-    model = load_causal_lm(args.model, trust_remote_code=args.trust_remote_code, vocab_size=len(tokenizer))
+    model = load_causal_lm(
+        ModelSettings(args.model, trust_remote_code=args.trust_remote_code), vocab_size=len(tokenizer)
+    )
     prompt = make_soft_prompt(model, tokenizer, args.n_tokens, args.init_text, args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(prompt.contiguous(), args.out)

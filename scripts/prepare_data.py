@@ -34,11 +34,15 @@ def _print_reports(title: str, reports) -> None:
 
 def dry_run(data: AlignDataModule, rows: int) -> None:
     print("Plan")
-    print(f"  tokenizer {data.tokenizer_path}, task {data.task}, max_length {data.max_length}, buckets {data.bounds}")
-    print(f"  batch_size {data.batch_size}, target_zh_share {data.target_zh_share}, min_zh_ratio {data.min_zh_ratio}")
+    s = data.settings
+    print(f"  tokenizer {data.tokenizer_path}, task {s.task}, max_length {s.max_length}, buckets {data.bounds}")
+    print(f"  batch_size {data.batch_size}, target_zh_share {data.target_zh_share}, min_zh_ratio {s.min_zh_ratio}")
     for split, sources in (("train", data.train_sources), ("val", data.val_sources)):
-        for s in sources:
-            print(f"  {split}: {s.path} format={s.format} split={s.split} weight={s.weight} options={s.options}")
+        for source in sources:
+            print(
+                f"  {split}: {source.path} format={source.format} split={source.split} weight={source.weight} "
+                f"options={source.options}"
+            )
         prepared = data.prepare_split(sources, max_rows=rows)
         _print_reports(f"{split}: checks on the first {rows} rows of each source", prepared.reports)
     print("\nDry run: nothing written.")

@@ -16,6 +16,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from lit_align.models.loading import load_tokenizer
+    from lit_align.tokenizer import load_tokenizer
 
     return load_tokenizer(str(TINY_MODEL))

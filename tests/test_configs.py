@@ -58,6 +58,6 @@ def _class_paths(node) -> list[str]:
 
 def test_every_module_imports():
     names = [m.name for m in pkgutil.walk_packages(lit_align.__path__, "lit_align.") if m.name != "lit_align.__main__"]
-    assert "lit_align.modules.dpo" in names
+    assert "lit_align.modules.preference" in names and "lit_align.losses.beta_dpo" in names
     for name in names:
         importlib.import_module(name)

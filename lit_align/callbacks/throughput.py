@@ -76,7 +76,7 @@ class TokenThroughput(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._count(batch, pl_module)
+        self._count(batch)
         if trainer.global_step == self._last_global_step:
             return  # mid-accumulation: the optimizer has not stepped yet
         self._last_global_step = trainer.global_step
@@ -123,8 +123,8 @@ class TokenThroughput(Callback):
 
     # ---- helpers ------------------------------------------------------------------------------------------
 
-    def _count(self, batch: Any, pl_module: LightningModule) -> None:
-        mask = batch.get("attention_mask") if isinstance(batch, dict) else None
+    def _count(self, batch: Any) -> None:
+        mask = getattr(batch, "attention_mask", None)
         if mask is None:
             if not self._warned_no_mask:
                 rank_zero_warn("TokenThroughput: batches have no `attention_mask`; token counts are not logged")
@@ -132,8 +132,7 @@ class TokenThroughput(Callback):
             return
         self._tokens += count_tokens(mask)
         self._positions += mask.numel()
-        rows = mask.shape[0]
-        self._samples += rows // 2 if getattr(pl_module, "data_task", "sft") == "preference" else rows
+        self._samples += getattr(batch, "num_samples", mask.shape[0])  # pairs, for a preference batch
 
     def _sum_over_ranks(self, trainer: Trainer, pl_module: LightningModule) -> tuple[int, int, int]:
         counts = [self._tokens, self._positions, self._samples]

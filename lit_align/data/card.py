@@ -1,6 +1,7 @@
 """The data card: what each source contributed, what was dropped and why, and what one epoch will look like.
 
-Written by ``scripts/prepare_data.py`` as ``DATA_CARD.md``; the data module logs the same counts at set-up.
+Written by ``scripts/prepare_data.py`` as ``DATA_CARD.md``; the data module logs the same counts at set-up
+(`summary_line`, `overlap_warning`, `count_metrics`).
 The expected mix is counted from the sampler's actual plan for epoch 0, not estimated from the weights.
 """
 
@@ -10,6 +11,32 @@ from collections import Counter
 from collections.abc import Sequence
 
 from lit_align.data.prepare import SourceReport, bucket_of
+
+
+def summary_line(split: str, report: SourceReport) -> str:
+    """One log line: a source's counts and languages."""
+    counts = ", ".join(f"{k}={v}" for k, v in sorted(report.counts.items()))
+    languages = ", ".join(f"{k}={v}" for k, v in sorted(report.languages.items()))
+    return f"data[{split}/{report.name}]: {counts}; languages: {languages}"
+
+
+def overlap_warning(report: SourceReport) -> str | None:
+    """What to tell the user when validation records of this source are also training records."""
+    if not report.counts["in_train"]:
+        return None
+    return (
+        f"{report.counts['in_train']} validation records of {report.name} are also training records: their "
+        "validation metrics measure memorisation. data.val_in_train: drop leaves them out."
+    )
+
+
+def count_metrics(split: str, reports: Sequence[SourceReport]) -> dict[str, float]:
+    """Every count as a logger metric: ``data/<split>/<source>/<count>``."""
+    return {
+        f"data/{split}/{report.name}/{key.replace('/', '_')}": float(value)
+        for report in reports
+        for key, value in report.counts.items()
+    }
 
 
 def expected_mix(plan: Sequence[Sequence[int]], examples: Sequence[dict], bounds: list[int]) -> dict:

@@ -16,12 +16,12 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lit_align.data.card import expected_mix, render_data_card
+from lit_align.data.card import count_metrics, expected_mix, overlap_warning, render_data_card, summary_line
 from lit_align.data.collate import PreferenceCollator, SFTCollator
 from lit_align.data.curriculum import CurriculumStage
-from lit_align.data.prepare import DataSource, PreparedData, effective_bounds, prepare_sources
+from lit_align.data.prepare import DataSource, PreparedData, PrepareSettings, prepare_sources
 from lit_align.data.sampler import LengthBucketBatchSampler
-from lit_align.models.loading import load_tokenizer
+from lit_align.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class AlignDataModule(LightningDataModule):
         separate_val_sets: With several ``val`` sources, validate each on its own and log the first under
             ``val/`` and the others under ``val_<name>/`` (e.g. ``val_hh_rlhf/rewards/accuracies``).
         guidance_text: Preference data only: also tokenise every pair with this instruction in the system
-            message, for preference-guided DPO. Linked from the model by the CLI (``None`` for other modules).
+            message (the batch's ``guided`` pairs), for preference-guided DPO with ``guidance: text``.
     """
 
     def __init__(
@@ -98,31 +98,34 @@ class AlignDataModule(LightningDataModule):
             raise ValueError("AlignDataModule needs a tokenizer path (the CLI links it from the model)")
         if guidance_text is not None and task != "preference":
             raise ValueError("guidance_text adds guided versions of preference pairs; it needs task: preference")
+        if val_in_train not in ("warn", "drop"):
+            raise ValueError(f"val_in_train must be 'warn' or 'drop', got {val_in_train!r}")
         self.train_sources = list(train)
         self.val_sources = list(val or [])
         self.tokenizer_path = tokenizer
-        self.task = task
-        self.max_length = max_length
-        self.max_prompt_length = max_prompt_length
+        self.settings = PrepareSettings(
+            task=task,
+            max_length=max_length,
+            max_prompt_length=max_prompt_length,
+            bucket_bounds=tuple(bucket_bounds or (256, 1024, 2048)),
+            on_error=on_error,
+            dedupe=dedupe,
+            nfkc=nfkc,
+            min_zh_ratio=min_zh_ratio,
+            guidance_text=guidance_text,
+            drop_in_train=val_in_train == "drop",
+        )
+        self.bounds = list(self.settings.bucket_bounds)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.max_val_examples = max_val_examples
         self.num_workers = num_workers
-        self.on_error = on_error
-        self.dedupe = dedupe
-        if val_in_train not in ("warn", "drop"):
-            raise ValueError(f"val_in_train must be 'warn' or 'drop', got {val_in_train!r}")
-        self.val_in_train = val_in_train
-        self.nfkc = nfkc
-        self.min_zh_ratio = min_zh_ratio
         self.target_zh_share = target_zh_share
         self.zh_share_tolerance = zh_share_tolerance
-        self.bounds = effective_bounds(bucket_bounds or [256, 1024, 2048], max_length)
         self.curriculum = list(curriculum or [])
         self.seed = seed
         self.pad_to_multiple_of = pad_to_multiple_of
         self.separate_val_sets = separate_val_sets
-        self.guidance_text = guidance_text
         self.tokenizer = None
         self.train_data: PreparedData | None = None
         self.val_data: PreparedData | None = None
@@ -157,39 +160,16 @@ class AlignDataModule(LightningDataModule):
     ) -> PreparedData:
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(self.tokenizer_path)
-        return prepare_sources(
-            sources,
-            self.tokenizer,
-            task=self.task,
-            max_length=self.max_length,
-            max_prompt_length=self.max_prompt_length,
-            bucket_bounds=self.bounds,
-            on_error=self.on_error,
-            dedupe=self.dedupe,
-            min_zh_ratio=self.min_zh_ratio,
-            nfkc=self.nfkc,
-            max_rows=max_rows,
-            guidance_text=self.guidance_text,
-            train_digests=train_digests,
-            drop_in_train=self.val_in_train == "drop",
-        )
+        return prepare_sources(sources, self.tokenizer, self.settings, max_rows=max_rows, train_digests=train_digests)
 
     def _report(self) -> None:
         metrics = {}
         for split, data in (("train", self.train_data), ("val", self.val_data)):
             for report in data.reports:
-                counts = ", ".join(f"{k}={v}" for k, v in sorted(report.counts.items()))
-                langs = ", ".join(f"{k}={v}" for k, v in sorted(report.languages.items()))
-                rank_zero_info(f"data[{split}/{report.name}]: {counts}; languages: {langs}")
-                if report.counts["in_train"]:
-                    rank_zero_warn(
-                        f"{report.counts['in_train']} validation records of {report.name} are also training "
-                        "records: their validation metrics measure memorisation. data.val_in_train: drop leaves "
-                        "them out."
-                    )
-                metrics.update(
-                    {f"data/{split}/{report.name}/{k.replace('/', '_')}": float(v) for k, v in report.counts.items()}
-                )
+                rank_zero_info(summary_line(split, report))
+                if warning := overlap_warning(report):
+                    rank_zero_warn(warning)
+            metrics.update(count_metrics(split, data.reports))
         logger = self.trainer.logger if self.trainer is not None else None
         if logger is not None:
             logger.log_metrics(metrics, step=0)
@@ -199,12 +179,12 @@ class AlignDataModule(LightningDataModule):
         sampler = self.make_train_sampler(num_replicas=num_replicas, rank=0)
         settings = {
             "tokenizer": self.tokenizer_path,
-            "task": self.task,
-            "max_length": self.max_length,
+            "task": self.settings.task,
+            "max_length": self.settings.max_length,
             "bucket_bounds": self.bounds,
             "batch_size": self.batch_size,
             "target_zh_share": self.target_zh_share,
-            "min_zh_ratio": self.min_zh_ratio,
+            "min_zh_ratio": self.settings.min_zh_ratio,
             "seed": self.seed,
         }
         mix = expected_mix(sampler.plan(), self.train_data.examples, self.bounds)
@@ -258,7 +238,7 @@ class AlignDataModule(LightningDataModule):
     # ---- loaders ------------------------------------------------------------------------------------------
 
     def _collator(self):
-        kind = PreferenceCollator if self.task == "preference" else SFTCollator
+        kind = PreferenceCollator if self.settings.task == "preference" else SFTCollator
         return kind(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
 
     def examples_dataloader(self, examples: list[dict]) -> DataLoader:

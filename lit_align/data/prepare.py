@@ -87,33 +87,54 @@ def bucket_of(length: int, bounds: list[int]) -> int:
     return bounds[min(bisect.bisect_left(bounds, length), len(bounds) - 1)]
 
 
+@dataclass(frozen=True)
+class PrepareSettings:
+    """How records become examples: built once (by the data module, from its arguments) and passed whole to every
+    step of preparation."""
+
+    task: str = "sft"
+    """``sft`` or ``preference``: which examples to make."""
+    max_length: int = 1024
+    """Longest sequence in tokens; longer ones are truncated and counted."""
+    max_prompt_length: int | None = None
+    """Tokens of the prompt a truncated preference pair keeps at least (default ``max_length // 2``)."""
+    bucket_bounds: tuple[int, ...] = (256, 1024, 2048)
+    """Upper bounds of the length buckets, made effective for ``max_length`` here (`effective_bounds`)."""
+    on_error: str = "raise"
+    """``raise`` at the first malformed record, or ``skip`` it and count it."""
+    dedupe: bool = True
+    """Drop exact duplicates across the sources of a split."""
+    nfkc: bool = True
+    """Unicode NFKC normalisation (Chinese full-width punctuation kept)."""
+    min_zh_ratio: float | None = None
+    """Drop records with a smaller share of Chinese characters (a source's own ``min_zh_ratio`` wins)."""
+    guidance_text: str | None = None
+    """Also tokenise every preference pair with this instruction in the system message."""
+    drop_in_train: bool = False
+    """Drop validation records that are also training records (they are counted either way)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bucket_bounds", tuple(effective_bounds(self.bucket_bounds, self.max_length)))
+
+
 def prepare_sources(
     sources: list[DataSource],
     tokenizer,
+    settings: PrepareSettings,
     *,
-    task: str,
-    max_length: int,
-    max_prompt_length: int | None = None,
-    bucket_bounds: list[int] | tuple[int, ...] = (256, 1024, 2048),
-    on_error: str = "raise",
-    dedupe: bool = True,
-    min_zh_ratio: float | None = None,
-    nfkc: bool = True,
     max_rows: int | None = None,
-    guidance_text: str | None = None,
     train_digests: set[str] | None = None,
-    drop_in_train: bool = False,
 ) -> PreparedData:
     """Read, clean, de-duplicate (across all ``sources``) and tokenise; see the module docstring.
 
-    With ``guidance_text``, preference examples also carry the pair tokenised with that instruction in the
-    system message (see `tokenize_record`). ``train_digests`` (the training split's ``PreparedData.digests()``)
+    With ``settings.guidance_text``, preference examples also carry the pair tokenised with that instruction in
+    the system message (see `tokenize_record`). ``train_digests`` (the training split's ``PreparedData.digests()``)
     makes this a validation split: records that are also training records are counted as ``in_train``, and
-    with ``drop_in_train`` dropped (``dropped/in_train``)."""
+    with ``settings.drop_in_train`` dropped (``dropped/in_train``). ``max_rows`` reads only the first rows of each
+    source (dry runs)."""
     names = [source.name or _default_name(source) for source in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"data sources need distinct names (set `name:`), got {names}")
-    bounds = effective_bounds(bucket_bounds, max_length)
     seen: set[str] = set()
     examples, kept_records, reports = [], [], []
     for source, name in zip(sources, names, strict=True):
@@ -123,7 +144,7 @@ def prepare_sources(
             source.format,
             name=name,
             split=source.split,
-            on_error=on_error,
+            on_error=settings.on_error,
             options=source.options,
             max_rows=max_rows,
             subset=source.subset,
@@ -131,20 +152,20 @@ def prepare_sources(
         for key, value in read_counts.items():
             report.counts[_read_key(key)] += value
         report.counts["records"] = len(records)
-        ratio = min_zh_ratio if source.min_zh_ratio is None else source.min_zh_ratio
-        records, drops = clean_records(records, dedupe=dedupe, min_zh_ratio=ratio, nfkc=nfkc, seen=seen)
+        ratio = settings.min_zh_ratio if source.min_zh_ratio is None else source.min_zh_ratio
+        records, drops = clean_records(
+            records, dedupe=settings.dedupe, min_zh_ratio=ratio, nfkc=settings.nfkc, seen=seen
+        )
         report.counts.update({f"dropped/{reason}": n for reason, n in drops.items()})
         if train_digests is not None:
-            records = _check_against_train(records, train_digests, drop_in_train, report.counts)
+            records = _check_against_train(records, train_digests, settings.drop_in_train, report.counts)
         for record in records:
-            example = tokenize_record(
-                record, tokenizer, task, max_length, max_prompt_length, report.counts, guidance_text=guidance_text
-            )
+            example = tokenize_record(record, tokenizer, settings, report.counts)
             if example is None:
                 continue
             example.update(lang=record["lang"], source=name)
             report.languages[record["lang"]] += 1
-            report.buckets[bucket_of(example["length"], bounds)] += 1
+            report.buckets[bucket_of(example["length"], list(settings.bucket_bounds))] += 1
             examples.append(example)
             kept_records.append(record)
         report.counts["examples"] = sum(report.languages.values())
@@ -165,24 +186,18 @@ def _check_against_train(records: list[dict], train_digests: set[str], drop: boo
     return [record for record, seen in zip(records, in_train, strict=True) if not seen]
 
 
-def tokenize_record(
-    record: dict,
-    tokenizer,
-    task: str,
-    max_length: int,
-    max_prompt_length: int | None,
-    counts: Counter,
-    guidance_text: str | None = None,
-) -> dict | None:
-    """Token ids and labels of one record for ``task`` (``sft`` or ``preference``), or None (counted).
+def tokenize_record(record: dict, tokenizer, settings: PrepareSettings, counts: Counter) -> dict | None:
+    """Token ids and labels of one record for ``settings.task`` (``sft`` or ``preference``), or None (counted).
 
-    With ``guidance_text`` (preference only), the example also holds ``guided_{chosen,rejected}_{input_ids,labels}``:
-    the same pair with the instruction in the system message (`guided_prompt`). Both versions must score the
-    same completion tokens, since preference-guided DPO compares their log-probs. Truncation can break that, or
-    cut the instruction itself (a long prompt loses tokens from its start, where the instruction is): such a
-    pair is dropped as ``dropped/guided_completion_truncated`` or ``dropped/guided_instruction_truncated``.
+    With ``settings.guidance_text`` (preference only), the example also holds
+    ``guided_{chosen,rejected}_{input_ids,labels}``: the same pair with the instruction in the system message
+    (`guided_prompt`). Both versions must score the same completion tokens, since preference-guided DPO compares
+    their log-probs. Truncation can break that, or cut the instruction itself (a long prompt loses tokens from its
+    start, where the instruction is): such a pair is dropped as ``dropped/guided_completion_truncated`` or
+    ``dropped/guided_instruction_truncated``.
     """
-    if task == "preference":
+    max_length, max_prompt_length = settings.max_length, settings.max_prompt_length
+    if settings.task == "preference":
         if "chosen" not in record:
             raise ValueError(
                 f"source {record.get('source')!r} row {record.get('row')} is chat (SFT) data, but this module "
@@ -201,8 +216,8 @@ def tokenize_record(
             "rejected_labels": rejected.labels,
             "length": max(len(chosen.input_ids), len(rejected.input_ids)),
         }
-        if guidance_text is not None:
-            guided = _guided_pair(record, (chosen, rejected), tokenizer, guidance_text, max_length, max_prompt_length)
+        if settings.guidance_text is not None:
+            guided = _guided_pair(record, (chosen, rejected), tokenizer, settings)
             if isinstance(guided, str):
                 counts[f"dropped/{guided}"] += 1
                 return None
@@ -236,13 +251,13 @@ def _guided_pair(
     record: dict,
     plain: tuple[Tokenized, Tokenized],
     tokenizer,
-    guidance_text: str,
-    max_length: int,
-    max_prompt_length: int | None,
+    settings: PrepareSettings,
 ) -> dict | str:
     """The ``guided_*`` keys of an example, or the reason the pair is dropped."""
-    prompt = guided_prompt(record["prompt"], guidance_text)
-    sides = tokenize_preference(tokenizer, prompt, record["chosen"], record["rejected"], max_length, max_prompt_length)
+    prompt = guided_prompt(record["prompt"], settings.guidance_text)
+    sides = tokenize_preference(
+        tokenizer, prompt, record["chosen"], record["rejected"], settings.max_length, settings.max_prompt_length
+    )
     out = {}
     for name, side, plain_side in zip(("chosen", "rejected"), sides, plain, strict=True):
         if _completion(side) != _completion(plain_side):

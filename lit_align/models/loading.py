@@ -9,12 +9,13 @@ the LoRA adapter trains.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
+
+from lit_align.tokenizer import resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -71,38 +72,21 @@ class QuantizationSettings:
         )
 
 
-def resolve_path(name_or_path: str) -> str:
-    """An existing local directory becomes absolute, so exports that record it load from any working directory."""
-    return os.path.abspath(name_or_path) if os.path.isdir(name_or_path) else name_or_path
+@dataclass(frozen=True)
+class ModelSettings:
+    """How a model is loaded: what ``from_pretrained`` is told. One object, passed whole to `load_causal_lm` and
+    to the precomputed reference's cache key, so a setting that changes the weights cannot be missed by either."""
+
+    name_or_path: str
+    dtype: str | None = None
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
+    quantization: QuantizationSettings | None = None
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_path(name_or_path), trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token_id is None:
-        # Llama-style tokenizers ship without a pad token; padding positions are masked, so eos is safe to reuse.
-        tokenizer.pad_token = tokenizer.eos_token
-    if tokenizer.chat_template is None:
-        raise ValueError(
-            f"tokenizer {name_or_path!r} has no chat template; lit_align renders every example with the "
-            "tokenizer's chat template. Use an instruct/chat tokenizer or set `chat_template` in its "
-            "tokenizer_config.json."
-        )
-    return tokenizer
-
-
-def load_causal_lm(
-    name_or_path: str,
-    *,
-    dtype: str | None = None,
-    attn_implementation: str | None = None,
-    trust_remote_code: bool = False,
-    vocab_size: int | None = None,
-    quantization: QuantizationSettings | None = None,
-    empty: bool = False,
-) -> nn.Module:
-    """``AutoModelForCausalLM.from_pretrained`` plus the fixes every recipe needs.
+def load_causal_lm(settings: ModelSettings | str, *, vocab_size: int | None = None, empty: bool = False) -> nn.Module:
+    """``AutoModelForCausalLM.from_pretrained`` plus the fixes every recipe needs; a plain string is a path with
+    default settings.
 
     ``vocab_size`` is the tokenizer's length: when the tokenizer has more tokens than the embedding rows
     (a pad token added, for instance), the embeddings grow so every id is valid. ``quantization`` loads the
@@ -112,13 +96,16 @@ def load_causal_lm(
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    settings = ModelSettings(settings) if isinstance(settings, str) else settings
+    name_or_path, dtype, quantization = settings.name_or_path, settings.dtype, settings.quantization
+    trust_remote_code = settings.trust_remote_code
     if dtype is not None and dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     kwargs = {"trust_remote_code": trust_remote_code}
     if dtype is not None:
         kwargs["dtype"] = _DTYPES[dtype]
-    if attn_implementation is not None:
-        kwargs["attn_implementation"] = attn_implementation
+    if settings.attn_implementation is not None:
+        kwargs["attn_implementation"] = settings.attn_implementation
     if quantization is not None and quantization.load_in_4bit:
         if empty:
             raise ValueError("empty (meta-device) loading does not support 4-bit quantization")

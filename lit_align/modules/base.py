@@ -1,20 +1,17 @@
-"""What every lit_align algorithm shares: loading the model, LoRA, the optimizer and schedule, checkpoints
-that hold only what trains, and the Hugging Face export at the end of ``fit``.
+"""What every lit_align module shares: building the model (plain, LoRA, QLoRA, FSDP2 shards, ZeRO-3 partitions)
+and the optimizer with its schedule.
 
-An algorithm subclasses one of the concrete modules (``SFTModule``, ``DPOModule``) and overrides the one
-method that turns log-probs into a loss; it never touches this file.
+Checkpoint slimming and the export live in `lit_align.modules.checkpointing`, the non-finite-loss policy in
+`lit_align.modules.nonfinite`. A new loss never touches any of them: it is a class in `lit_align.losses`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from functools import partial
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.strategies import DeepSpeedStrategy
 from lightning.pytorch.utilities import rank_zero_info
@@ -22,36 +19,22 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from lit_align.models.loading import (
     LoraSettings,
+    ModelSettings,
     QuantizationSettings,
     add_lora,
     enable_gradient_checkpointing,
     load_causal_lm,
-    load_tokenizer,
     prepare_for_kbit_training,
 )
-from lit_align.models.sharding import (
-    check_same_layout,
-    decoder_layers,
-    full_state_dict,
-    is_dtensor,
-    is_sharded,
-    load_from_rank_zero,
-    shard_model,
-)
-from lit_align.models.zero3 import (
-    full_numel,
-    gathered_state_dict,
-    is_partitioned,
-    reset_lora_weights,
-    zero3_config,
-    zero3_loading,
-)
+from lit_align.models.sharding import check_same_layout, is_dtensor, load_from_rank_zero, shard_model
+from lit_align.models.zero3 import full_numel, is_partitioned, reset_lora_weights, zero3_config, zero3_loading
+from lit_align.modules.checkpointing import SlimCheckpoints
+from lit_align.modules.nonfinite import NonFiniteLossPolicy
 from lit_align.optim import LRSchedule, lr_factor, parameter_groups
+from lit_align.tokenizer import load_tokenizer
 
-log = logging.getLogger(__name__)
 
-
-class AlignModule(LightningModule):
+class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
     """Base of the SFT and preference modules.
 
     Args:
@@ -94,11 +77,11 @@ class AlignModule(LightningModule):
         super().__init__()
         self.model_name_or_path = model_name_or_path
         self.tokenizer_path = tokenizer_name_or_path or model_name_or_path
-        self.dtype_name = dtype
-        self.attn_implementation = attn_implementation
-        self.trust_remote_code = trust_remote_code
         self.lora = lora
         self.quantization = quantization if quantization is not None and quantization.load_in_4bit else None
+        self.model_settings = ModelSettings(
+            model_name_or_path, dtype, attn_implementation, trust_remote_code, quantization=self.quantization
+        )
         if self.quantization is not None and lora is None:
             raise ValueError(
                 "quantization (QLoRA) needs a LoRA adapter: 4-bit weights cannot be trained. "
@@ -107,18 +90,17 @@ class AlignModule(LightningModule):
         if on_nonfinite_loss not in ("stop", "skip"):
             raise ValueError(f"on_nonfinite_loss must be 'stop' or 'skip', got {on_nonfinite_loss!r}")
         self.on_nonfinite_loss = on_nonfinite_loss
-        self.skipped_nonfinite_steps = 0
-        self._window_batches = self._window_skips = 0
+        self.reset_nonfinite_counts()
         self.gradient_checkpointing = gradient_checkpointing
         self.optimizer_factory = optimizer
         self.lr_schedule = lr_schedule or LRSchedule()
         self.tokenizer = load_tokenizer(self.tokenizer_path, trust_remote_code=trust_remote_code)
         self.policy: torch.nn.Module | None = None
         self._load_empty = False  # set by configure_model on the FSDP2 ranks that receive the weights
-        self._slim_sharded_state = False  # set by shard_models: state_dict leaves frozen weights out
         # Collects the arguments of the whole subclass chain. Plain data only: checkpoints must load with
-        # torch.load(weights_only=True), so dataclasses become dicts and the optimizer callable stays out.
-        self.save_hyperparameters(ignore=["optimizer"])
+        # torch.load(weights_only=True), so dataclasses become dicts, and the optimizer callable and the loss
+        # object stay out (the run's config.yaml rebuilds them).
+        self.save_hyperparameters(ignore=["optimizer", "loss"])
         for key, value in list(self.hparams.items()):
             if dataclasses.is_dataclass(value):
                 self.hparams[key] = dataclasses.asdict(value)
@@ -167,9 +149,7 @@ class AlignModule(LightningModule):
         precision = getattr(self._trainer, "precision", None)
         device = self._trainer.strategy.root_device if self._trainer is not None else torch.device(mesh.device_type)
         from_rank_zero = self.quantization is None
-        for name, child in self.named_children():
-            if not decoder_layers(child):
-                continue
+        for name, child in self.models_to_shard().items():
             if from_rank_zero:
                 check_same_layout(child, name)
                 full_state = child.state_dict() if torch.distributed.get_rank() == 0 else None
@@ -186,24 +166,23 @@ class AlignModule(LightningModule):
                 "them and would not be synchronised across ranks. Use configs/strategy/ddp.yaml."
             )
 
+    def models_to_shard(self) -> dict[str, torch.nn.Module]:
+        """The models FSDP2 shards, by name: the policy, and whatever model a subclass holds beside it."""
+        return {"policy": self.policy}
+
     def load_model(self, name_or_path: str | None = None, gradient_checkpointing: bool = False) -> torch.nn.Module:
         """``from_pretrained`` with this module's dtype, attention, trust and quantization settings (the policy,
         and any reference loaded beside it); a quantized model is prepared for k-bit training."""
-        model = load_causal_lm(
-            name_or_path or self.model_name_or_path,
-            empty=self._load_empty,
-            dtype=self.dtype_name,
-            attn_implementation=self.attn_implementation,
-            trust_remote_code=self.trust_remote_code,
-            vocab_size=len(self.tokenizer),
-            quantization=self.quantization,
-        )
+        settings = self.model_settings
+        if name_or_path is not None:
+            settings = dataclasses.replace(settings, name_or_path=name_or_path)
+        model = load_causal_lm(settings, vocab_size=len(self.tokenizer), empty=self._load_empty)
         if self.quantization is not None:
             prepare_for_kbit_training(model, gradient_checkpointing=gradient_checkpointing)
         return model
 
     def configure_base_model(self, model: torch.nn.Module) -> None:
-        """Hook between loading and LoRA wrapping (the DPO module copies its reference here)."""
+        """Hook between loading and LoRA wrapping (the preference module copies its reference here)."""
 
     # ---- optimisation -------------------------------------------------------------------------------------
 
@@ -227,112 +206,3 @@ class AlignModule(LightningModule):
 
     def log_learning_rate(self) -> None:
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
-
-    def checked_loss(self, loss: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
-        """What ``training_step`` returns: ``loss``, an error, or nothing at all for a NaN or infinite loss.
-
-        Ranks agree first (one rank skipping while the others step would leave DDP's gradient all-reduce
-        waiting forever), at the cost of one host sync per step. A skipped batch contributes no gradient; with
-        gradient accumulation the other batches of its window still make their optimizer step, and when the
-        whole window was skipped the weights and the optimizer's moments stay as they were (the step counter
-        and the learning-rate schedule still advance).
-        """
-        local_bad = not bool(torch.isfinite(loss.detach()).all())
-        bad = self.trainer.strategy.reduce_boolean_decision(local_bad, all=False)
-        self._window_batches += 1
-        if bad and self.on_nonfinite_loss == "stop":
-            value = loss.detach().float().max().item() if local_bad else "on another rank"
-            raise FloatingPointError(
-                f"non-finite loss ({value}) at step {self.trainer.global_step}, batch {batch_idx}: lower the "
-                "learning rate, check the data, or set model.init_args.on_nonfinite_loss: skip"
-            )
-        if bad:
-            self.skipped_nonfinite_steps += 1
-            self._window_skips += 1
-            log.warning("skipped batch %d at step %d: non-finite loss", batch_idx, self.trainer.global_step)
-        self.log("train/skipped_nonfinite_steps", float(self.skipped_nonfinite_steps), on_step=True, on_epoch=False)
-        if not bad:
-            return loss
-        if self.trainer.world_size == 1 and not isinstance(self.trainer.strategy, DeepSpeedStrategy):
-            return None  # Lightning then skips the backward pass
-        # Lightning refuses None with several ranks, and DeepSpeed always. A zero that touches every trainable
-        # weight runs the same backward and all-reduce on every rank and adds nothing to the gradients.
-        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self._window_batches and self._window_skips == self._window_batches:
-            optimizer.zero_grad(set_to_none=True)  # weights without gradients are left alone by the optimizer
-        self._window_batches = self._window_skips = 0
-
-    # ---- checkpoints and export ---------------------------------------------------------------------------
-
-    def _frozen_parameter_names(self) -> set[str]:
-        return {name for name, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}
-
-    def _frozen_state_keys(self, state: dict[str, Any]) -> list[str]:
-        """Keys of ``state`` that hold frozen weights, with what a 4-bit weight stores beside it (bitsandbytes
-        saves ``<weight>.absmax``, ``<weight>.quant_map``, ... but refuses them back in ``load_state_dict``)."""
-        frozen = self._frozen_parameter_names()
-
-        def is_frozen(key: str) -> bool:
-            parts = key.split(".")
-            return any(".".join(parts[:i]) in frozen for i in range(len(parts), 0, -1))
-
-        return [key for key in state if is_frozen(key)]
-
-    def state_dict(self, *args, **kwargs) -> dict[str, Any]:
-        """The module's state; for sharded (FSDP2) models, without the frozen weights.
-
-        FSDP2 checkpoints save and load exactly the keys of this dict (distributed checkpointing asks the module
-        which tensors it has), so leaving the frozen ones out here keeps a LoRA checkpoint adapter-sized, while a
-        trainable weight missing from a checkpoint is still an error. See ``on_save_checkpoint`` for the rest."""
-        state = super().state_dict(*args, **kwargs)
-        if self._slim_sharded_state and not kwargs.get("prefix"):
-            for key in self._frozen_state_keys(state):
-                del state[key]
-        return state
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Leave frozen weights out: they are reloaded from ``model_name_or_path``, so a LoRA checkpoint of a
-        7B model holds megabytes, not 14 GB. (Sharded models: ``state_dict`` has left them out already;
-        DeepSpeed: its ``exclude_frozen_parameters``.)"""
-        checkpoint["skipped_nonfinite_steps"] = self.skipped_nonfinite_steps
-        if is_sharded(self):
-            return
-        state = checkpoint["state_dict"]
-        for key in self._frozen_state_keys(state):
-            del state[key]
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # configure_model has already loaded the frozen weights; put them back so strict loading holds.
-        self.skipped_nonfinite_steps = checkpoint.get("skipped_nonfinite_steps", 0)
-        state = checkpoint.get("state_dict")
-        if state is None:
-            return  # FSDP2 and DeepSpeed checkpoints: the strategy has loaded the weights itself
-        own = self.state_dict()
-        for name in self._frozen_parameter_names():
-            if name not in state and name in own:
-                state[name] = own[name]
-
-    def on_fit_end(self) -> None:
-        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask, not rank zero alone
-        state_dict = None
-        if log_dir is not None and is_sharded(self.policy):
-            # A collective too: rank zero gets the whole weights (with LoRA, the adapter alone).
-            state_dict = full_state_dict(self.policy, trainable_only=self.lora is not None)
-        elif log_dir is not None and is_partitioned(self.policy):  # DeepSpeed ZeRO-3, the same
-            state_dict = gathered_state_dict(self.policy, trainable_only=self.lora is not None)
-        if self.trainer.is_global_zero and log_dir is not None:
-            out = Path(log_dir) / "hf"
-            self.export_pretrained(out, state_dict=state_dict)
-            rank_zero_info(f"Hugging Face export written to {out}")
-        self.trainer.strategy.barrier()
-
-    def export_pretrained(self, out: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
-        """``save_pretrained`` of the adapter (with LoRA) or the full model, plus the tokenizer, in safetensors.
-        ``state_dict`` replaces the policy's own (the gathered weights of a sharded policy)."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        extra = {} if state_dict is None else {"state_dict": state_dict}
-        self.policy.save_pretrained(out, safe_serialization=True, **extra)
-        self.tokenizer.save_pretrained(out)

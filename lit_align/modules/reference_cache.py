@@ -1,4 +1,5 @@
-"""Reference log-probs computed once before training, so DPO trains with no reference model in memory.
+"""``reference: precomputed``: reference log-probs computed once before training, so a preference loss trains
+with no reference model in memory.
 
 ``reference: precomputed`` trades one extra pass over the data, and a file of 8 bytes per pair, for the memory of
 a second model (``copy``) or the reference forward of every step (``adapter_off``). Before the first training or
@@ -15,12 +16,12 @@ Each split has its own file, ``<cache dir>/ref_logps-<key>.safetensors``. The ke
 
 - the reference weights: the resolved path (a hub name resolves to its local snapshot, whose path names the commit)
   and the name, size and modification time of every file in that directory. Cheap, known before anything is
-  loaded, and rewriting a weight file changes its mtime. Also dtype, attention implementation, vocabulary size,
-  quantization and the trainer's precision, which change the numbers;
+  loaded, and rewriting a weight file changes its mtime. Also the rest of the `ModelSettings` (dtype, attention
+  implementation, quantization), the vocabulary size and the trainer's precision, which change the numbers;
 - the data: every token id and label of every example of the split, in order (the chat template, ``max_length``
   and truncation are all in there);
-- which methods score (``reference_inputs``, ``concatenated_logps``) and the module's
-  ``reference_cache_settings()`` (preference-guided DPO adds its soft prompt).
+- the module's ``key_settings``: which class scores, and what else its reference sees (preference-guided DPO
+  adds its soft prompt).
 
 The file is written to a temporary name and renamed, so a killed run leaves no half file, and a restart with the
 same key reuses it.
@@ -51,14 +52,16 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.utilities import rank_zero_info
 from safetensors.torch import load_file, save
+from torch import nn
 
-from lit_align.models.loading import disable_dropout, resolve_path
+from lit_align.data.batch import PreferenceBatch
+from lit_align.models.loading import ModelSettings, disable_dropout
+from lit_align.modules.reference import Loader, Reference, Scorer
+from lit_align.tokenizer import resolve_path
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
-ReferenceTables = dict[str, tuple[str, torch.Tensor]]
-"""Split name to (cache key, table ``[n_examples, 2]`` of reference chosen and rejected log-probs)."""
+CACHE_FORMAT = 2  # 2: the key holds the ModelSettings and the scoring class (format 1 held method names)
 
 
 def default_cache_dir() -> Path:
@@ -99,20 +102,17 @@ def _hub_snapshot(name: str) -> Path | None:
         return None
 
 
-def cache_key(module, split: str, examples: Sequence[dict]) -> str:
+def cache_key(
+    model: ModelSettings, precision: str, key_settings: dict[str, Any], split: str, examples: Sequence[dict]
+) -> str:
     """The SHA-256 that names a split's cache file (see the module docstring)."""
-    cls = type(module)
-    quantization = getattr(module, "quantization", None)
+    loading = {k: v for k, v in dataclasses.asdict(model).items() if k != "name_or_path"}
     settings = {
         "format": CACHE_FORMAT,
-        "reference": model_fingerprint(module.reference_model_name_or_path or module.model_name_or_path),
-        "dtype": module.dtype_name,
-        "attn_implementation": module.attn_implementation,
-        "vocab_size": len(module.tokenizer),
-        "quantization": dataclasses.asdict(quantization) if dataclasses.is_dataclass(quantization) else quantization,
-        "precision": str(module.trainer.precision),
-        "scored_by": [cls.reference_inputs.__qualname__, cls.concatenated_logps.__qualname__],
-        "module_settings": module.reference_cache_settings(),
+        "reference": model_fingerprint(model.name_or_path),
+        "loading": loading,
+        "precision": precision,
+        "module_settings": key_settings,
         "split": split,
         "count": len(examples),
         "examples": examples_digest(examples),
@@ -155,70 +155,133 @@ def load_reference_logps(path: Path, count: int) -> torch.Tensor | None:
     return table.float()
 
 
-def lookup_reference_logps(tables: ReferenceTables, batch: dict) -> torch.Tensor:
-    """Reference log-probs ``[2n]`` of a batch (chosen rows, then rejected rows), looked up by its ``split`` and
-    ``index``."""
-    if "index" not in batch or "split" not in batch:
-        raise ValueError(
-            "reference: precomputed looks reference log-probs up by the batch's `index` and `split`, which "
-            "AlignDataModule's preference collator adds; this batch has neither"
-        )
-    split = batch["split"]
-    if split not in tables:
-        raise ValueError(
-            f"no precomputed reference log-probs for the {split!r} split: they are computed at the start of fit "
-            "(train and val) and of validate (val), from the trainer's data module"
-        )
-    table = tables[split][1]
-    values = table[batch["index"].to(table.device)]
-    return torch.cat([values[:, 0], values[:, 1]]).to(batch["input_ids"].device)
+class PrecomputedReference(Reference):
+    """Reference log-probs from tables filled by ``prepare`` (see the module docstring).
+
+    Args:
+        model: How the reference loads: the policy's `ModelSettings`, with ``reference_model_name_or_path`` as its
+            path when one is given.
+        cache_dir: Where the files go; default `default_cache_dir`.
+        adapter_off: Score with the policy's adapter switched off (LoRA and no other reference model) instead of
+            loading the reference for the pass.
+    """
+
+    def __init__(self, model: ModelSettings, cache_dir: str | None = None, adapter_off: bool = False) -> None:
+        super().__init__()
+        self.model_settings = model
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.adapter_off = adapter_off
+        self.tables: dict[str, tuple[str, torch.Tensor]] = {}
+        """Split name to (cache key, table ``[n_examples, 2]`` of reference chosen and rejected log-probs)."""
+
+    def logps(self, batch: PreferenceBatch, score: Scorer, policy: nn.Module) -> torch.Tensor:
+        """Reference log-probs ``[2n]`` of a batch (chosen rows, then rejected rows), looked up by its ``split``
+        and ``index``."""
+        if batch.index is None or batch.split is None:
+            raise ValueError(
+                "reference: precomputed looks reference log-probs up by the batch's `index` and `split`, which "
+                "AlignDataModule's preference collator adds; this batch has neither"
+            )
+        if batch.split not in self.tables:
+            raise ValueError(
+                f"no precomputed reference log-probs for the {batch.split!r} split: they are computed at the start "
+                "of fit (train and val) and of validate (val), from the trainer's data module"
+            )
+        table = self.tables[batch.split][1]
+        values = table[batch.index.to(table.device)]
+        return torch.cat([values[:, 0], values[:, 1]]).to(batch.input_ids.device)
+
+    def prepare(
+        self,
+        splits: Sequence[str],
+        *,
+        trainer,
+        score: Scorer,
+        policy: nn.Module,
+        load: Loader,
+        key_settings: dict[str, Any],
+    ) -> None:
+        """Fill the tables for ``splits`` of the trainer's data module: from the cache, or by one pass of the
+        reference.
+
+        Every rank must call this (it broadcasts and gathers). Splits already held under the same key are left as
+        they are; a split without examples is skipped."""
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "split_examples"):
+            raise ValueError(
+                "reference: precomputed scores the examples of the trainer's data module: pass an AlignDataModule "
+                "(datamodule=...) to fit or validate"
+            )
+        device = trainer.strategy.root_device
+        missing = []
+        for split in splits:
+            examples = datamodule.split_examples(split)
+            if not examples:
+                continue
+            key = cache_key(self.model_settings, str(trainer.precision), key_settings, split, examples)
+            key = trainer.strategy.broadcast(key, src=0)  # one key, whatever the node
+            if split in self.tables and self.tables[split][0] == key:
+                continue
+            path = self.cache_dir / f"ref_logps-{key}.safetensors"
+            table = load_reference_logps(path, len(examples)) if trainer.is_global_zero else None
+            table = trainer.strategy.broadcast(table, src=0)
+            if table is None:
+                missing.append((split, key, examples, path))
+            else:
+                rank_zero_info(f"reference log-probs [{split}]: reused {path}")
+                self.tables[split] = (key, table.to(device))
+        if not missing:
+            return
+        with self._scorer(trainer, score, policy, load) as score_batch:
+            for split, key, examples, path in missing:
+                start = time.perf_counter()
+                table = _score_split(trainer, datamodule, examples, score_batch, sort_by_length=split == "train")
+                if trainer.is_global_zero:
+                    metadata = {"split": split, "key": key, "model": str(self.model_settings.name_or_path)}
+                    save_reference_logps(path, table, metadata)
+                trainer.strategy.barrier()
+                seconds = time.perf_counter() - start
+                rank_zero_info(
+                    f"reference log-probs [{split}]: computed {len(examples)} in {seconds:.1f}s, wrote {path}"
+                )
+                self.tables[split] = (key, table.to(device))
+
+    @contextmanager
+    def _scorer(self, trainer, score: Scorer, policy: nn.Module, load: Loader) -> Iterator[Callable]:
+        """A function from batch to reference log-probs ``[2n]`` for the duration of the pass: the policy with its
+        adapter off, or the starting weights loaded as the policy was and deleted on exit."""
+        if self.adapter_off:
+            was_training = policy.training
+            policy.eval()
+
+            def score_adapter_off(batch: PreferenceBatch) -> torch.Tensor:
+                with policy.disable_adapter():
+                    return score(policy, batch)
+
+            try:
+                yield score_adapter_off
+            finally:
+                policy.train(was_training)
+            return
+        reference = load(self.model_settings.name_or_path)
+        reference.requires_grad_(False)
+        disable_dropout(reference)
+        reference = trainer.precision_plugin.convert_module(reference)  # as the strategy converted the policy
+        reference = reference.to(trainer.strategy.root_device).eval()
+
+        def score_loaded(batch: PreferenceBatch) -> torch.Tensor:
+            return score(reference, batch)
+
+        try:
+            yield score_loaded
+        finally:
+            reference = None  # the closure's cell: nothing holds the model any more
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
 
-def prepare_reference_logps(module, splits: Sequence[str], tables: ReferenceTables) -> None:
-    """Fill ``tables`` for ``splits`` of the trainer's data module: from the cache, or by one pass of the reference.
-
-    Every rank must call this (it broadcasts and gathers). Splits already in ``tables`` under the same key are left
-    as they are; a split without examples is skipped."""
-    trainer = module.trainer
-    datamodule = trainer.datamodule
-    if datamodule is None or not hasattr(datamodule, "split_examples"):
-        raise ValueError(
-            "reference: precomputed scores the examples of the trainer's data module: pass an AlignDataModule "
-            "(datamodule=...) to fit or validate"
-        )
-    cache_dir = Path(module.reference_cache_dir) if module.reference_cache_dir else default_cache_dir()
-    missing = []
-    for split in splits:
-        examples = datamodule.split_examples(split)
-        if not examples:
-            continue
-        key = trainer.strategy.broadcast(cache_key(module, split, examples), src=0)  # one key, whatever the node
-        if split in tables and tables[split][0] == key:
-            continue
-        path = cache_dir / f"ref_logps-{key}.safetensors"
-        table = load_reference_logps(path, len(examples)) if trainer.is_global_zero else None
-        table = trainer.strategy.broadcast(table, src=0)
-        if table is None:
-            missing.append((split, key, examples, path))
-        else:
-            rank_zero_info(f"reference log-probs [{split}]: reused {path}")
-            tables[split] = (key, table.to(module.device))
-    if not missing:
-        return
-    with _reference_scorer(module) as score:
-        for split, key, examples, path in missing:
-            start = time.perf_counter()
-            table = _score_split(module, datamodule, examples, score, sort_by_length=split == "train")
-            if trainer.is_global_zero:
-                metadata = {"split": split, "key": key, "model": str(module.model_name_or_path)}
-                save_reference_logps(path, table, metadata)
-            trainer.strategy.barrier()
-            seconds = time.perf_counter() - start
-            rank_zero_info(f"reference log-probs [{split}]: computed {len(examples)} in {seconds:.1f}s, wrote {path}")
-            tables[split] = (key, table.to(module.device))
-
-
-def _score_split(module, datamodule, examples: Sequence[dict], score: Callable, sort_by_length: bool) -> torch.Tensor:
+def _score_split(trainer, datamodule, examples: Sequence[dict], score: Callable, sort_by_length: bool) -> torch.Tensor:
     """This rank's share of ``examples`` scored, then gathered: the whole table ``[n, 2]`` on the CPU.
 
     Unsorted, the shares are exactly the validation loader's batches (``DistributedSampler`` without shuffling
@@ -226,7 +289,6 @@ def _score_split(module, datamodule, examples: Sequence[dict], score: Callable, 
     shows rewards of exactly 0, as with ``copy``. Training batches are length-bucketed, so the training split is
     sorted by length instead, which cuts padding; its values then differ from a live reference's by float
     rounding (about 1e-7 relative)."""
-    trainer = module.trainer
     world, rank, n = trainer.world_size, trainer.global_rank, len(examples)
     per_rank = -(-n // world)
     share = list(range(rank, n, world))
@@ -237,9 +299,8 @@ def _score_split(module, datamodule, examples: Sequence[dict], score: Callable, 
     values = []
     with torch.no_grad(), trainer.precision_plugin.forward_context():
         for batch in datamodule.examples_dataloader([examples[i] for i in share]):
-            logps = score(module.reference_inputs(move_data_to_device(batch, module.device)))
-            pairs = logps.shape[0] // 2
-            values.append(torch.stack([logps[:pairs], logps[pairs:]], dim=1).float())
+            batch = move_data_to_device(batch, trainer.strategy.root_device)
+            values.append(torch.stack(batch.pairs(score(batch)), dim=1).float())
     values = torch.cat(values)
     indices = torch.tensor(share[:valid] + [-1] * (per_rank - valid), device=values.device)
     if world > 1:
@@ -252,44 +313,3 @@ def _score_split(module, datamodule, examples: Sequence[dict], score: Callable, 
     if torch.isnan(table).any():
         raise RuntimeError("precomputing the reference log-probs left examples unscored")
     return table
-
-
-@contextmanager
-def _reference_scorer(module) -> Iterator[Callable[[dict], torch.Tensor]]:
-    """A function from batch to reference log-probs ``[2n]`` for the duration of the pass.
-
-    With LoRA (and no ``reference_model_name_or_path``) it is the policy with its adapter off; otherwise the
-    starting weights are loaded as ``configure_model`` loads them and deleted on exit."""
-    if module.lora is not None and module.reference_model_name_or_path is None:
-        policy, was_training = module.policy, module.policy.training
-        policy.eval()
-
-        def score(batch: dict) -> torch.Tensor:
-            with policy.disable_adapter():
-                return module.concatenated_logps(policy, batch)[0]
-
-        try:
-            yield score
-        finally:
-            policy.train(was_training)
-        return
-    reference = _load_reference(module)
-
-    def score(batch: dict) -> torch.Tensor:
-        return module.concatenated_logps(reference, batch)[0]
-
-    try:
-        yield score
-    finally:
-        reference = None  # the closure's cell: nothing holds the model any more
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
-def _load_reference(module) -> torch.nn.Module:
-    reference = module.load_model(module.reference_model_name_or_path)
-    reference.requires_grad_(False)
-    disable_dropout(reference)
-    reference = module.trainer.precision_plugin.convert_module(reference)  # as the strategy converted the policy
-    return reference.to(module.device).eval()

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_align.constants import IGNORE_INDEX
+from lit_align.data.batch import SequenceBatch
 from lit_align.modules.base import AlignModule
 
 
@@ -28,10 +29,10 @@ class SFTModule(AlignModule):
         # inference mode could not be updated in place by the validation runs inside `fit`.
         self._val_totals: dict[int, torch.Tensor] = {}
 
-    def token_nll(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def token_nll(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed negative log-likelihood of the label tokens and their count."""
-        logits = self.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        labels = batch["labels"][:, 1:]
+        logits = self.policy(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        labels = batch.labels[:, 1:]
         nll = F.cross_entropy(
             logits[:, :-1, :].flatten(0, 1).float(),
             labels.flatten(),
@@ -40,7 +41,7 @@ class SFTModule(AlignModule):
         )
         return nll, (labels != IGNORE_INDEX).sum()
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: SequenceBatch, batch_idx: int) -> torch.Tensor | None:
         nll, n_tokens = self.token_nll(batch)
         loss = nll / n_tokens.clamp(min=1)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
@@ -50,7 +51,7 @@ class SFTModule(AlignModule):
     def on_validation_epoch_start(self) -> None:
         self._val_totals = {}
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(self, batch: SequenceBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
         nll, n_tokens = self.token_nll(batch)
         totals = torch.stack([nll.detach().double(), n_tokens.double()])
         self._val_totals[dataloader_idx] = self._val_totals.get(dataloader_idx, 0) + totals

@@ -8,6 +8,7 @@ from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader
 
 from lit_align.callbacks import TokenThroughput
+from lit_align.data.batch import PreferenceBatch, SequenceBatch
 
 SEVEN_OF_TWELVE = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0]])
 THREE_OF_TWELVE = torch.tensor([[1, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
@@ -39,13 +40,12 @@ class RecordingLogger(Logger):
 class TinyModule(LightningModule):
     """``loss = w * real_tokens / 10`` with ``w = 1``: the gradient is the batch's real-token count over 10."""
 
-    def __init__(self, data_task: str = "sft") -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.data_task = data_task
         self.weight = torch.nn.Parameter(torch.ones(1))
 
     def training_step(self, batch, batch_idx):
-        loss = (self.weight * batch["attention_mask"].sum() / 10).sum()
+        loss = (self.weight * batch.attention_mask.sum() / 10).sum()
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
@@ -53,8 +53,8 @@ class TinyModule(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
-def _loader(masks: list[torch.Tensor]) -> DataLoader:
-    batches = [{"input_ids": torch.zeros_like(m), "attention_mask": m} for m in masks]
+def _loader(masks: list[torch.Tensor], kind: type[SequenceBatch] = SequenceBatch) -> DataLoader:
+    batches = [kind(torch.zeros_like(m), m, torch.zeros_like(m)) for m in masks]
     return DataLoader(batches, batch_size=None)
 
 
@@ -64,7 +64,7 @@ def _script_clock(callback: TokenThroughput, step_seconds: list[float]) -> None:
     callback._clock = lambda: next(ticks)
 
 
-def _fit(callback, module, masks, max_steps, ckpt_path=None, **trainer_args):
+def _fit(callback, module, masks, max_steps, ckpt_path=None, kind=SequenceBatch, **trainer_args):
     logger = RecordingLogger()
     trainer = Trainer(
         max_steps=max_steps,
@@ -78,7 +78,7 @@ def _fit(callback, module, masks, max_steps, ckpt_path=None, **trainer_args):
         enable_model_summary=False,
         **trainer_args,
     )
-    trainer.fit(module, _loader(masks), ckpt_path=ckpt_path)
+    trainer.fit(module, _loader(masks, kind), ckpt_path=ckpt_path)
     return trainer, logger
 
 
@@ -105,7 +105,8 @@ def test_counts_real_tokens_against_the_scripted_clock():
 def test_a_preference_sample_is_a_pair():
     callback = TokenThroughput()
     _script_clock(callback, [2.0] * 2)
-    _, logger = _fit(callback, TinyModule("preference"), [SEVEN_OF_TWELVE] * 2, max_steps=2)
+    # Two rows are one chosen and one rejected sequence: one pair per batch, 2 s per step.
+    _, logger = _fit(callback, TinyModule(), [SEVEN_OF_TWELVE] * 2, max_steps=2, kind=PreferenceBatch)
     assert [v for _, v in logger.series("perf/samples_per_sec")] == [pytest.approx(0.5)] * 2
 
 

@@ -59,16 +59,16 @@ def test_batches_come_from_one_bucket_and_hold_the_language_share(mixed):
 
 def test_sampler_order_is_seeded_and_resumes_mid_epoch(mixed):
     batches = iter(mixed.train_dataloader())
-    first = [next(batches)["input_ids"].tolist() for _ in range(5)]
+    first = [next(batches).input_ids.tolist() for _ in range(5)]
     state = mixed.state_dict()  # no trainer: the sampler's own count of yielded batches
     assert state["sampler"]["batches_yielded"] == 5
 
     again = _mixed(target_zh_share=0.7)
-    assert [b["input_ids"].tolist() for _, b in zip(range(5), again.train_dataloader(), strict=False)] == first
+    assert [b.input_ids.tolist() for _, b in zip(range(5), again.train_dataloader(), strict=False)] == first
     resumed = _mixed(target_zh_share=0.7)
     resumed.load_state_dict(state)
-    expected = [next(batches)["input_ids"].tolist() for _ in range(3)]
-    assert [b["input_ids"].tolist() for _, b in zip(range(3), resumed.train_dataloader(), strict=False)] == expected
+    expected = [next(batches).input_ids.tolist() for _ in range(3)]
+    assert [b.input_ids.tolist() for _, b in zip(range(3), resumed.train_dataloader(), strict=False)] == expected
 
 
 def test_ddp_ranks_get_disjoint_batches_of_equal_count(mixed):

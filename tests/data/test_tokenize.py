@@ -84,9 +84,9 @@ def test_sft_collator_pads_right_with_masks():
     batch = SFTCollator(pad_token_id=0)(
         [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}]
     )
-    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
-    assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
+    assert batch.input_ids.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch.labels.tolist() == [[-100, 6, 7], [8, -100, -100]]
 
 
 def test_preference_collator_stacks_chosen_then_rejected_to_one_length():
@@ -100,5 +100,5 @@ def test_preference_collator_stacks_chosen_then_rejected_to_one_length():
         {"chosen_input_ids": [5], "chosen_labels": [5], "rejected_input_ids": [6, 7], "rejected_labels": [-100, 7]},
     ]
     batch = PreferenceCollator(pad_token_id=9, pad_to_multiple_of=4)(pairs)
-    assert batch["input_ids"].tolist() == [[1, 2, 9, 9], [5, 9, 9, 9], [1, 3, 4, 9], [6, 7, 9, 9]]
-    assert batch["labels"][1].tolist() == [5, -100, -100, -100]
+    assert batch.input_ids.tolist() == [[1, 2, 9, 9], [5, 9, 9, 9], [1, 3, 4, 9], [6, 7, 9, 9]]
+    assert batch.labels[1].tolist() == [5, -100, -100, -100]

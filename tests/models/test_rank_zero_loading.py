@@ -22,9 +22,9 @@ def _free_port() -> int:
 def _two_ranks(rank: int, port: int) -> None:
     import transformers
 
-    from lit_align.models.loading import load_causal_lm
+    from lit_align.models.loading import ModelSettings, load_causal_lm
     from lit_align.models.sharding import check_same_layout, full_state_dict
-    from lit_align.modules import DPOModule
+    from lit_align.modules import PreferenceModule
     from tests.conftest import TINY_MODEL
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
@@ -37,13 +37,13 @@ def _two_ranks(rank: int, port: int) -> None:
             return real_from_pretrained(cls, *args, **kwargs)
 
         transformers.AutoModelForCausalLM.from_pretrained = classmethod(counting)
-        module = DPOModule(str(TINY_MODEL), reference="copy")
+        module = PreferenceModule(str(TINY_MODEL), reference="copy")
         module._device_mesh = init_device_mesh("cpu", (2,))
         module.configure_model()
         assert len(reads) == (1 if rank == 0 else 0), reads  # the reference is a copy, not a second read
 
         expected = load_causal_lm(str(TINY_MODEL), vocab_size=len(module.tokenizer))
-        for model in (module.policy, module.reference_model):
+        for model in (module.policy, module.reference.model):
             for name, parameter in model.named_parameters():
                 # each rank's shard is its slice of the original weight
                 torch.testing.assert_close(parameter.full_tensor(), expected.get_parameter(name), rtol=0, atol=0)
@@ -53,7 +53,8 @@ def _two_ranks(rank: int, port: int) -> None:
             if rank == 0:
                 assert state.keys() == expected.state_dict().keys()
 
-        mismatched = load_causal_lm(str(TINY_MODEL), dtype="bfloat16" if rank == 1 else "float32", empty=True)
+        settings = ModelSettings(str(TINY_MODEL), dtype="bfloat16" if rank == 1 else "float32")
+        mismatched = load_causal_lm(settings, empty=True)
         with pytest.raises(RuntimeError, match="rank 1 built a different model than rank 0"):
             check_same_layout(mismatched, "policy")
         dist.barrier()  # neither rank tears its process group down while the other still talks to it

@@ -11,7 +11,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from lit_align.models import LoraSettings
 from lit_align.models.loading import add_lora, load_causal_lm
 from lit_align.models.sharding import decoder_layers, full_state_dict, is_sharded, mixed_precision_policy, shard_model
-from lit_align.modules import DPOModule
+from lit_align.modules import PreferenceModule
 
 from ..conftest import TINY_MODEL
 
@@ -54,11 +54,11 @@ def test_full_state_dict_of_a_sharded_model_equals_the_original(mesh):
     assert state["lm_head.weight"] is state["model.embed_tokens.weight"]  # the tie survives, written once
 
 
-def test_dpo_module_shards_policy_and_reference_copy_and_checkpoints_leave_frozen_weights_out(mesh):
-    module = DPOModule(str(TINY_MODEL), reference="copy", lora=LoraSettings(r=4))
+def test_preference_module_shards_policy_and_reference_copy_and_checkpoints_leave_frozen_weights_out(mesh):
+    module = PreferenceModule(str(TINY_MODEL), reference="copy", lora=LoraSettings(r=4))
     module._device_mesh = mesh
     module.configure_model()
-    assert is_sharded(module.policy) and is_sharded(module.reference_model)
+    assert is_sharded(module.policy) and is_sharded(module.reference.model)
     checkpoint = {"state_dict": module.state_dict()}  # what distributed checkpointing saves and asks back for
     module.on_save_checkpoint(checkpoint)
     trainable = {name for name, p in module.named_parameters() if p.requires_grad}
@@ -68,7 +68,7 @@ def test_dpo_module_shards_policy_and_reference_copy_and_checkpoints_leave_froze
 
 
 def test_lora_export_gathers_only_the_adapter(mesh):
-    module = DPOModule(str(TINY_MODEL), lora=LoraSettings(r=4))
+    module = PreferenceModule(str(TINY_MODEL), lora=LoraSettings(r=4))
     module._device_mesh = mesh
     module.configure_model()
     state = full_state_dict(module.policy, trainable_only=True)

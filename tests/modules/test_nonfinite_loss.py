@@ -9,7 +9,8 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.strategies import DDPStrategy
 
 from lit_align.data.datamodule import AlignDataModule, DataSource
-from lit_align.modules import DPOModule, SFTModule
+from lit_align.losses import DPOLoss, LossOutput
+from lit_align.modules import PreferenceModule, SFTModule
 
 from ..conftest import DEMO_DATA, TINY_MODEL
 
@@ -32,10 +33,20 @@ class NaNSFT(SFTModule):
         return nll, n_tokens
 
 
-class NaNDPO(DPOModule):
-    def preference_loss(self, logps):
-        loss, metrics = super().preference_loss(logps)
-        return (loss * float("nan") if self.training and self.trainer.global_step == 1 else loss), metrics
+class NaNOnSecondBatchDPO(DPOLoss):
+    """DPO whose loss is NaN on the second training batch (step 1 without gradient accumulation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.train_batches = 0
+
+    def forward(self, logps):
+        loss, metrics = super().forward(logps)
+        if self.training:
+            self.train_batches += 1
+            if self.train_batches == 2:
+                loss = loss * float("nan")
+        return LossOutput(loss, metrics)
 
 
 class _StepRecorder(Callback):
@@ -89,7 +100,7 @@ def test_stop_names_the_step_and_the_batch(tmp_path):
 
 
 def test_stop_is_the_default_for_dpo_too(tmp_path):
-    module = NaNDPO(str(TINY_MODEL), reference="none")
+    module = PreferenceModule(str(TINY_MODEL), loss=NaNOnSecondBatchDPO(), reference="none")
     assert module.on_nonfinite_loss == "stop"
     with pytest.raises(FloatingPointError, match="at step 1, batch 1"):
         _trainer(tmp_path, max_steps=3).fit(module, datamodule=_data("preference"))

@@ -1,12 +1,18 @@
-"""PreferenceGuidedDPOModule without a Trainer: guided batches, the loss at initialisation, soft prompt checks."""
+"""PreferenceGuidedDPOModule without a Trainer: guided batches, the loss at initialisation, soft prompt checks.
+
+The instruction of ``guidance: text`` is a data setting (``AlignDataModule(guidance_text=...)``): the module reads
+the batch's ``guided`` pairs and knows no text."""
 
 import math
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch.testing import assert_close
 
 from lit_align.data.datamodule import AlignDataModule, DataSource
+from lit_align.losses import DPOLoss, ORPOLoss, PreferenceGuidedLoss
 from lit_align.models import LoraSettings
 from lit_align.modules.preference_guided import PreferenceGuidedDPOModule
 
@@ -49,15 +55,16 @@ def _module(**kwargs) -> PreferenceGuidedDPOModule:
 
 
 def test_guided_rows_hold_the_instruction_and_plain_rows_do_not(data, batch):
-    for guided, plain in zip(batch["guided_input_ids"], batch["input_ids"], strict=True):
+    assert batch.guided.num_pairs == batch.num_pairs
+    for guided, plain in zip(batch.guided.input_ids, batch.input_ids, strict=True):
         assert GUIDANCE in data.tokenizer.decode(guided) and GUIDANCE not in data.tokenizer.decode(plain)
 
 
 def test_text_mode_at_initialisation_with_lora(batch):
-    module = _module(guidance_text=GUIDANCE, lora=LORA, beta=0.3, alpha=0.5)
-    assert module.data_guidance_text == GUIDANCE and module.reference_mode == "adapter_off"
+    module = _module(lora=LORA, loss=PreferenceGuidedLoss(beta=0.3, alpha=0.5))
+    assert module.guidance == "text" and module.reference_mode == "adapter_off"
     logps = module.compute_logps(batch)
-    loss, metrics = module.preference_loss(logps)
+    loss, metrics = module.loss(logps)
     # The LoRA update starts at zero: guided policy == guided reference, so DPO is exactly log 2 ...
     assert_close(metrics["loss_components/dpo_loss"], torch.tensor(math.log(2)), atol=1e-6, rtol=0)
     assert metrics["rewards/accuracies"] == 0 and metrics["rewards/margins"] == 0
@@ -73,22 +80,47 @@ def test_text_mode_at_initialisation_with_lora(batch):
 
 
 def test_a_training_step_moves_the_plain_gap_towards_the_guided_one(batch):
-    module = _module(guidance_text=GUIDANCE, reference="copy", beta=0.1, alpha=1.0)
+    module = _module(reference="copy", loss=PreferenceGuidedLoss(beta=0.1, alpha=1.0))
     optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=1e-4)
-    _, before = module.preference_loss(module.compute_logps(batch))
+    _, before = module.loss(module.compute_logps(batch))
     for _ in range(3):
         optimizer.zero_grad()
-        module.preference_loss(module.compute_logps(batch))[0].backward()
+        module.loss(module.compute_logps(batch)).loss.backward()
         optimizer.step()
-    _, after = module.preference_loss(module.compute_logps(batch))
+    _, after = module.loss(module.compute_logps(batch))
     assert after["loss_components/aligned_loss"] < before["loss_components/aligned_loss"]
 
 
+def test_the_default_loss_is_preference_guided_dpo():
+    module = PreferenceGuidedDPOModule(str(TINY_MODEL))
+    assert isinstance(module.loss, PreferenceGuidedLoss) and module.loss.alpha == 0.01 and module.loss.beta == 0.1
+    assert "loss" not in module.hparams and "guidance_text" not in module.hparams
+
+
 def test_text_mode_needs_guided_batches(batch):
-    module = _module(guidance_text=GUIDANCE, reference="none")
-    plain = {k: v for k, v in batch.items() if not k.startswith("guided_")}
-    with pytest.raises(ValueError, match="guidance_text"):
-        module.compute_logps(plain)
+    module = _module(reference="none")
+    with pytest.raises(ValueError, match=r"data\.guidance_text"):
+        module.compute_logps(replace(batch, guided=None))
+
+
+@pytest.mark.parametrize("guidance_text", [None, GUIDANCE], ids=["without", "with"])
+def test_text_mode_checks_the_data_settings_at_setup(guidance_text, soft_prompt):
+    data = AlignDataModule(
+        [DataSource(str(DEMO_DATA / "dpo_val.jsonl"))],
+        tokenizer=str(TINY_MODEL),
+        task="preference",
+        guidance_text=guidance_text,
+    )
+    text = PreferenceGuidedDPOModule(str(TINY_MODEL))
+    embedding = PreferenceGuidedDPOModule(str(TINY_MODEL), guidance="embedding", soft_prompt_path=str(soft_prompt))
+    for module in (text, embedding):
+        module._trainer = SimpleNamespace(datamodule=data)
+    embedding.setup("fit")  # a soft prompt needs no instruction in the data
+    if guidance_text is None:
+        with pytest.raises(ValueError, match=r"set data\.guidance_text"):
+            text.setup("fit")
+    else:
+        text.setup("fit")
 
 
 def test_bad_settings_are_named(soft_prompt):
@@ -96,8 +128,17 @@ def test_bad_settings_are_named(soft_prompt):
         PreferenceGuidedDPOModule(str(TINY_MODEL), soft_prompt_path=str(soft_prompt))
     with pytest.raises(ValueError, match="needs soft_prompt_path"):
         PreferenceGuidedDPOModule(str(TINY_MODEL), guidance="embedding")
+    for loss in (ORPOLoss(), DPOLoss(loss_type="ipo")):  # neither reads the unguided log-probs
+        with pytest.raises(ValueError, match="does not read the unguided log-probs"):
+            PreferenceGuidedDPOModule(str(TINY_MODEL), loss=loss)
+    with pytest.raises(TypeError, match="guidance_text"):
+        PreferenceGuidedDPOModule(str(TINY_MODEL), guidance_text=GUIDANCE)  # a data setting now
+
+
+@pytest.mark.parametrize("loss_type", ["ipo", "simpo"])
+def test_preference_guided_loss_refuses_averaged_loss_types(loss_type):
     with pytest.raises(ValueError, match="summed log-probs"):
-        PreferenceGuidedDPOModule(str(TINY_MODEL), loss_type="ipo")
+        PreferenceGuidedLoss(loss_type=loss_type)
 
 
 @pytest.mark.parametrize(
@@ -126,7 +167,7 @@ def test_wrong_hidden_size_is_named_when_the_model_loads(tmp_path):
     path = tmp_path / "wide_prompt.pt"
     torch.save(torch.zeros(4, 2 * HIDDEN), path)
     module = PreferenceGuidedDPOModule(str(TINY_MODEL), guidance="embedding", soft_prompt_path=str(path))
-    assert module.data_guidance_text is None
+    assert module.guidance == "embedding"
     with pytest.raises(ValueError, match=r"hidden size 128") as error:
         module.configure_model()
     assert str(path) in str(error.value)
@@ -138,8 +179,8 @@ def test_soft_prompt_changes_the_policy_and_the_reference_starts_with_it(batch, 
     assert module.reference_mode == ("adapter_off" if lora else "copy")
     logps = module.compute_logps(batch)
     assert not torch.allclose(logps.policy_chosen, logps.plain_policy_chosen)
-    assert torch.equal(logps.chosen_tokens, (batch["labels"][: len(logps.chosen_tokens), 1:] != -100).sum(-1))
-    _, metrics = module.preference_loss(logps)
+    assert torch.equal(logps.chosen_tokens, (batch.chosen().labels[:, 1:] != -100).sum(-1))
+    _, metrics = module.loss(logps)
     assert_close(metrics["loss_components/dpo_loss"], torch.tensor(math.log(2)), atol=1e-6, rtol=0)
     assert metrics["loss_components/aligned_loss"] > 0
 
@@ -147,7 +188,7 @@ def test_soft_prompt_changes_the_policy_and_the_reference_starts_with_it(batch, 
 def test_trainable_soft_prompt_gets_a_gradient_and_is_checkpointed(batch, soft_prompt, tmp_path):
     module = _module(guidance="embedding", soft_prompt_path=str(soft_prompt), train_soft_prompt=True, lora=LORA)
     start = module.soft_prompt.detach().clone()
-    loss, _ = module.preference_loss(module.compute_logps(batch))
+    loss, _ = module.loss(module.compute_logps(batch))
     loss.backward()
     assert module.soft_prompt.grad is not None and module.soft_prompt.grad.abs().sum() > 0
     assert any(p is module.soft_prompt for p in module.parameters() if p.requires_grad)  # the optimizer sees it
@@ -164,7 +205,7 @@ def test_trainable_soft_prompt_gets_a_gradient_and_is_checkpointed(batch, soft_p
 
 def test_frozen_soft_prompt_stays_out_of_training_and_checkpoints(batch, soft_prompt):
     module = _module(guidance="embedding", soft_prompt_path=str(soft_prompt), lora=LORA)
-    module.preference_loss(module.compute_logps(batch))[0].backward()
+    module.loss(module.compute_logps(batch)).loss.backward()
     assert not module.soft_prompt.requires_grad and module.soft_prompt.grad is None
     checkpoint = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(checkpoint)

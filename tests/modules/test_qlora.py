@@ -11,7 +11,8 @@ from torch.testing import assert_close
 
 from lit_align.data.datamodule import AlignDataModule, DataSource
 from lit_align.models import LoraSettings, QuantizationSettings
-from lit_align.modules import DPOModule, SFTModule
+from lit_align.modules import PreferenceModule, SFTModule
+from lit_align.modules.reference import AdapterOffReference
 
 from ..conftest import DEMO_DATA, TINY_MODEL
 
@@ -27,9 +28,9 @@ def batch():
     return next(iter(data.train_dataloader()))
 
 
-def _module(**kwargs) -> DPOModule:
+def _module(**kwargs) -> PreferenceModule:
     kwargs = {"lora": LoraSettings(r=4, dropout=0.0), "quantization": QUANTIZATION, **kwargs}
-    return DPOModule(str(TINY_MODEL), **kwargs)
+    return PreferenceModule(str(TINY_MODEL), **kwargs)
 
 
 def _linear4bit(module: torch.nn.Module) -> list[Linear4bit]:
@@ -51,7 +52,7 @@ class _GradientProbe(Callback):
         self.repacked.append(any(getattr(s, "packing_format_for_cpu", False) for s in states))
 
 
-def _fit(tmp_path, sanity_steps: int) -> tuple[DPOModule, _GradientProbe]:
+def _fit(tmp_path, sanity_steps: int) -> tuple[PreferenceModule, _GradientProbe]:
     seed_everything(7)  # the LoRA A matrices start random
     module = _module(optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2))
     data = AlignDataModule(
@@ -111,17 +112,17 @@ def test_quantization_needs_lora_and_can_be_switched_off():
 
 def test_default_reference_is_the_4bit_policy_without_its_adapter():
     module = _module()
-    assert module.reference_mode == "adapter_off" and module.reference_model is None
+    assert module.reference_mode == "adapter_off" and isinstance(module.reference, AdapterOffReference)
 
 
 def test_copy_reference_is_a_second_4bit_load(batch):
     module = _module(reference="copy")
     module.configure_model()
-    reference = module.reference_model
+    reference = module.reference.model
     assert len(_linear4bit(reference)) == 14 and not reference.training
     assert not any(p.requires_grad for p in reference.parameters())
     assert not {id(p) for p in reference.parameters()} & {id(p) for p in module.policy.parameters()}
-    loss, _ = module.preference_loss(module.compute_logps(batch))
+    loss, _ = module.loss(module.compute_logps(batch))
     assert_close(loss, torch.tensor(math.log(2)), atol=1e-6, rtol=0)  # same weights, same computation
 
 
@@ -131,7 +132,7 @@ def test_gradient_checkpointing_gives_the_same_lora_gradients(batch):
         torch.manual_seed(0)
         module = _module(reference="none", gradient_checkpointing=checkpointing)
         module.configure_model()
-        module.preference_loss(module.compute_logps(batch))[0].backward()
+        module.loss(module.compute_logps(batch))[0].backward()
         gradients.append({n: p.grad for n, p in module.named_parameters() if "lora_B" in n})
     assert module.policy.base_model.model.model.gradient_checkpointing
     assert all(g.abs().sum() > 0 for g in gradients[0].values())

@@ -1,8 +1,7 @@
 """``reference: precomputed``: the same loss as a live reference, no reference model while training, a cache that a
-second run reuses, and keys that change with the data and the weights."""
+second run reuses, and keys that change with the data, the weights and the settings."""
 
 import gc
-import logging
 import math
 import tempfile
 import weakref
@@ -12,14 +11,17 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from torch.testing import assert_close
 
+from lit_align.data.batch import PreferenceBatch
 from lit_align.data.datamodule import AlignDataModule, DataSource
-from lit_align.models import LoraSettings
-from lit_align.modules import DPOModule, reference_cache
+from lit_align.losses import DPOLoss
+from lit_align.models import LoraSettings, ModelSettings
+from lit_align.modules import PreferenceModule, reference_cache
 from lit_align.modules.preference_guided import PreferenceGuidedDPOModule
 from lit_align.modules.reference_cache import (
+    PrecomputedReference,
+    cache_key,
     examples_digest,
     load_reference_logps,
-    lookup_reference_logps,
     model_fingerprint,
     save_reference_logps,
 )
@@ -62,8 +64,8 @@ class _Probe(Callback):
             return
         gc.collect()
         self.seen = {
-            "tables": set(module._reference_tables),
-            "reference_model": module.reference_model,
+            "tables": set(module.reference.tables),
+            "reference_model": getattr(module.reference, "model", None),
             "parameters": sum(p.numel() for p in module.parameters()),
             "policy_parameters": sum(p.numel() for p in module.policy.parameters()),
             "loaded_alive": [ref() is not None for ref in self.loaded],
@@ -74,25 +76,28 @@ class _Probe(Callback):
 def count_passes(monkeypatch):
     """Counts the reference passes (one per split scored) and keeps weak references to loaded reference models."""
     counts = {"passes": 0, "loaded": []}
-    score, load = reference_cache._score_split, reference_cache._load_reference
+    score, prepare = reference_cache._score_split, PrecomputedReference.prepare
 
     def counting_score(*args, **kwargs):
         counts["passes"] += 1
         return score(*args, **kwargs)
 
-    def tracking_load(module):
-        model = load(module)
-        counts["loaded"].append(weakref.ref(model))
-        return model
+    def tracking_prepare(self, splits, *, load, **kwargs):
+        def tracking_load(name_or_path):
+            model = load(name_or_path)
+            counts["loaded"].append(weakref.ref(model))
+            return model
+
+        return prepare(self, splits, load=tracking_load, **kwargs)
 
     monkeypatch.setattr(reference_cache, "_score_split", counting_score)
-    monkeypatch.setattr(reference_cache, "_load_reference", tracking_load)
+    monkeypatch.setattr(PrecomputedReference, "prepare", tracking_prepare)
     return counts
 
 
 @pytest.mark.parametrize(("lora", "live_mode"), [(None, "copy"), (LORA, "adapter_off")], ids=["full", "lora"])
 def test_precomputed_trains_without_a_reference_and_matches_the_live_loss(tmp_path, count_passes, lora, live_mode):
-    module = DPOModule(str(TINY_MODEL), lora=lora, reference="precomputed", reference_cache_dir=str(tmp_path))
+    module = PreferenceModule(str(TINY_MODEL), lora=lora, reference="precomputed", reference_cache_dir=str(tmp_path))
     probe = _Probe(count_passes["loaded"])
     data = _data()
     _trainer(max_steps=2, callbacks=[probe]).fit(module, datamodule=data)
@@ -105,7 +110,7 @@ def test_precomputed_trains_without_a_reference_and_matches_the_live_loss(tmp_pa
     assert count_passes["passes"] == 2 and len(list(tmp_path.glob("ref_logps-*.safetensors"))) == 2
 
     # The trained policy against a live reference of the starting weights: the same loss on the same batch.
-    live = DPOModule(str(TINY_MODEL), lora=lora, reference=live_mode)
+    live = PreferenceModule(str(TINY_MODEL), lora=lora, reference=live_mode)
     live.configure_model()
     live.policy.load_state_dict(module.policy.state_dict())
     module.eval(), live.eval()
@@ -114,44 +119,48 @@ def test_precomputed_trains_without_a_reference_and_matches_the_live_loss(tmp_pa
             precomputed, reference = module.compute_logps(batch), live.compute_logps(batch)
             assert_close(precomputed.reference_chosen, reference.reference_chosen, rtol=1e-6, atol=1e-5)
             assert_close(precomputed.reference_rejected, reference.reference_rejected, rtol=1e-6, atol=1e-5)
-            loss, metrics = module.preference_loss(precomputed)
-            live_loss, _ = live.preference_loss(reference)
+            loss, _ = module.loss(precomputed)
+            live_loss, _ = live.loss(reference)
             assert_close(loss, live_loss, rtol=0, atol=1e-6)
             assert abs(loss.item() - math.log(2)) > 1e-4  # two steps moved the policy: a real comparison
-            if batch["split"] == "val":  # the validation pass runs the validation loader's batches: bit for bit
+            if batch.split == "val":  # the validation pass runs the validation loader's batches: bit for bit
                 assert torch.equal(precomputed.reference_chosen, reference.reference_chosen)
 
 
-def test_a_second_run_reuses_the_cache(tmp_path, count_passes, caplog):
+def test_a_second_run_reuses_the_cache(tmp_path, count_passes, monkeypatch):
+    # Lightning's logger does not propagate to caplog's handler when lightning is imported before pytest sets up
+    # logging (running this file alone): record what the cache reports instead.
+    messages = []
+    monkeypatch.setattr(reference_cache, "rank_zero_info", messages.append)
     for run in range(2):
-        module = DPOModule(str(TINY_MODEL), lora=LORA, reference="precomputed", reference_cache_dir=str(tmp_path))
-        with caplog.at_level(logging.INFO):
-            _trainer(max_steps=1).fit(module, datamodule=_data())
+        module = PreferenceModule(
+            str(TINY_MODEL), lora=LORA, reference="precomputed", reference_cache_dir=str(tmp_path)
+        )
+        _trainer(max_steps=1).fit(module, datamodule=_data())
         assert count_passes["passes"] == 2, f"run {run}"  # the second run scored nothing
     assert len(list(tmp_path.glob("ref_logps-*"))) == 2  # no temporary files left either
-    assert sum("reused" in message for message in caplog.messages) == 2
+    assert sum("reused" in message for message in messages) == 2
 
 
 def test_validate_scores_the_validation_split_and_fit_adds_the_training_split(tmp_path, count_passes):
-    module = DPOModule(str(TINY_MODEL), lora=LORA, reference="precomputed", reference_cache_dir=str(tmp_path))
+    module = PreferenceModule(str(TINY_MODEL), lora=LORA, reference="precomputed", reference_cache_dir=str(tmp_path))
     data = _data()
     trainer = _trainer(max_steps=1, limit_val_batches=1.0)
     metrics = trainer.validate(module, datamodule=data, verbose=False)[0]
-    assert set(module._reference_tables) == {"val"} and count_passes["passes"] == 1
+    assert set(module.reference.tables) == {"val"} and count_passes["passes"] == 1
     # Validation scores the validation loader's own batches, so at step 0 every reward is exactly 0, as with copy.
     assert metrics["val/loss"] == pytest.approx(math.log(2), abs=1e-6) and metrics["val/rewards/margins"] == 0
     trainer.fit(module, datamodule=data)
-    assert set(module._reference_tables) == {"train", "val"} and count_passes["passes"] == 2
+    assert set(module.reference.tables) == {"train", "val"} and count_passes["passes"] == 2
 
 
 def test_preference_guided_reference_scores_the_guided_rows(tmp_path):
-    kwargs = dict(lora=LORA, guidance_text="请提供一个有用的回答。")
     module = PreferenceGuidedDPOModule(
-        str(TINY_MODEL), reference="precomputed", reference_cache_dir=str(tmp_path), **kwargs
+        str(TINY_MODEL), lora=LORA, reference="precomputed", reference_cache_dir=str(tmp_path)
     )
-    data = _data(guidance_text="请提供一个有用的回答。")
+    data = _data(guidance_text="请提供一个有用的回答。")  # the guided rows the reference scores
     _trainer(limit_val_batches=1.0).validate(module, datamodule=data, verbose=False)
-    live = PreferenceGuidedDPOModule(str(TINY_MODEL), reference="adapter_off", **kwargs)
+    live = PreferenceGuidedDPOModule(str(TINY_MODEL), lora=LORA, reference="adapter_off")
     live.configure_model()
     live.policy.load_state_dict(module.policy.state_dict())
     batch = next(iter(data.val_dataloader()))
@@ -161,22 +170,28 @@ def test_preference_guided_reference_scores_the_guided_rows(tmp_path):
     assert torch.equal(precomputed.reference_rejected, reference.reference_rejected)
 
 
+def _batch(rows: int, **kwargs) -> PreferenceBatch:
+    ids = torch.zeros(rows, 3, dtype=torch.long)
+    return PreferenceBatch(ids, torch.ones_like(ids), ids, **kwargs)
+
+
 def test_settings_and_batches_that_cannot_work_are_named(tmp_path):
     with pytest.raises(ValueError, match="reference_cache_dir is only used"):
-        DPOModule(str(TINY_MODEL), reference="copy", reference_cache_dir=str(tmp_path))
+        PreferenceModule(str(TINY_MODEL), reference="copy", reference_cache_dir=str(tmp_path))
     with pytest.raises(ValueError, match="reference-free"):
-        DPOModule(str(TINY_MODEL), loss_type="simpo", reference="precomputed")
-    batch = {"input_ids": torch.zeros(2, 3, dtype=torch.long)}
+        PreferenceModule(str(TINY_MODEL), loss=DPOLoss(loss_type="simpo"), reference="precomputed")
+    reference = PrecomputedReference(ModelSettings(str(TINY_MODEL)), cache_dir=str(tmp_path))
     with pytest.raises(ValueError, match="`index` and `split`"):
-        lookup_reference_logps({}, batch)
+        reference.logps(_batch(2), score=None, policy=None)
     with pytest.raises(ValueError, match="'val' split"):
-        lookup_reference_logps({}, {**batch, "index": torch.tensor([0]), "split": "val"})
+        reference.logps(_batch(2, index=torch.tensor([0]), split="val"), score=None, policy=None)
 
 
-def test_lookup_gives_chosen_rows_then_rejected_rows():
-    table = torch.tensor([[-1.0, -2.0], [-3.0, -4.0], [-5.0, -6.0]])
-    batch = {"input_ids": torch.zeros(4, 3, dtype=torch.long), "index": torch.tensor([2, 0]), "split": "train"}
-    assert lookup_reference_logps({"train": ("key", table)}, batch).tolist() == [-5.0, -1.0, -6.0, -2.0]
+def test_lookup_gives_chosen_rows_then_rejected_rows(tmp_path):
+    reference = PrecomputedReference(ModelSettings(str(TINY_MODEL)), cache_dir=str(tmp_path))
+    reference.tables["train"] = ("key", torch.tensor([[-1.0, -2.0], [-3.0, -4.0], [-5.0, -6.0]]))
+    batch = _batch(4, index=torch.tensor([2, 0]), split="train")
+    assert reference.logps(batch, score=None, policy=None).tolist() == [-5.0, -1.0, -6.0, -2.0]
 
 
 def test_cache_files_round_trip_and_bad_files_are_ignored(tmp_path):
@@ -202,3 +217,28 @@ def test_key_parts_change_with_the_data_and_the_weight_files(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"123456")
     assert model_fingerprint(str(tmp_path)) != before
     assert model_fingerprint("no/such-model") == {"name": "no/such-model"}
+
+
+def test_the_key_changes_with_the_weights_the_loading_settings_the_precision_and_the_module(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"12345")
+    model = ModelSettings(str(tmp_path))
+    pair = {"chosen_input_ids": [1, 2], "chosen_labels": [-100, 2], "rejected_input_ids": [1, 3]}
+    module = {"scored_by": "lit_align.modules.preference.PreferenceModule", "vocab_size": 10}
+
+    def key(model=model, precision="32-true", settings=module, split="train", examples=(pair,)):
+        return cache_key(model, precision, settings, split, list(examples))
+
+    first = key()
+    assert key() == first  # a restart on the same weights, settings and data finds the same file
+    others = [
+        key(model=ModelSettings(str(tmp_path), dtype="bfloat16")),
+        key(model=ModelSettings(str(tmp_path), attn_implementation="eager")),
+        key(precision="bf16-mixed"),
+        key(settings={**module, "vocab_size": 11}),
+        key(settings={**module, "scored_by": "my.Module"}),
+        key(split="val"),
+        key(examples=(pair, pair)),
+    ]
+    assert len({first, *others}) == 1 + len(others)
+    (tmp_path / "model.safetensors").write_bytes(b"123456")
+    assert key() != first

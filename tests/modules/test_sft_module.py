@@ -39,11 +39,11 @@ def test_token_nll_matches_a_manual_sum_over_assistant_tokens(module):
     batch = _batch(module, CHATS)
     nll, n_tokens = module.token_nll(batch)
     with torch.no_grad():
-        logprobs = module.policy(input_ids=batch["input_ids"]).logits.log_softmax(-1)
+        logprobs = module.policy(input_ids=batch.input_ids).logits.log_softmax(-1)
     manual, count = 0.0, 0
     for row in range(2):
-        for t in range(1, batch["input_ids"].shape[1]):
-            label = batch["labels"][row, t].item()
+        for t in range(1, batch.input_ids.shape[1]):
+            label = batch.labels[row, t].item()
             if label != -100:
                 manual -= logprobs[row, t - 1, label].item()
                 count += 1

@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 import torch
 
-from lit_align.models.loading import load_causal_lm, load_tokenizer
+from lit_align.models import load_causal_lm, load_tokenizer
 from lit_align.modules.preference_guided import load_soft_prompt
 
 from ..conftest import ROOT, TINY_MODEL
