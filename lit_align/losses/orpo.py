@@ -24,12 +24,6 @@ from lit_align.losses.base import LossOutput, PreferenceLoss
 from lit_align.losses.dpo import preference_metrics
 from lit_align.losses.logps import PreferenceLogps
 
-LOG_PROB_CEILING = -1e-6
-"""Average log-probs are clamped to at most this before ``log(1 - exp(x))``: an average log-prob of exactly 0
-(every token predicted with probability 1, or a float32 rounding to it) would give ``log(0) = -inf``, infinite
-log-odds and a NaN gradient. At the ceiling, ``log(1 - p) = log(1e-6) = -13.8``; a clamped example gets no
-gradient through that term, only through its plain log-prob."""
-
 
 class ORPOLossOutput(NamedTuple):
     losses: torch.Tensor  # [B], chosen_nll - lam * logsigmoid(log_odds)
@@ -39,17 +33,24 @@ class ORPOLossOutput(NamedTuple):
     log_odds_chosen: torch.Tensor  # [B], log_odds itself, detached (TRL's `log_odds_chosen` before the mean)
 
 
-def log1mexp(x: torch.Tensor, ceiling: float = LOG_PROB_CEILING) -> torch.Tensor:
-    """``log(1 - exp(x))`` for ``x <= 0``, accurate over the whole range.
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(x))`` for ``x <= 0``, exact to float rounding over the whole range, with finite gradients.
 
     Mächler 2012, "Accurately Computing log(1 - exp(-|a|))": ``log(-expm1(x))`` for ``x > -ln 2`` (where
     ``exp(x)`` is close to 1 and ``1 - exp(x)`` would cancel) and ``log1p(-exp(x))`` below (where ``exp(x)`` is
-    small and ``log`` of a number close to 1 would lose it). ``x`` is first clamped to at most ``ceiling``
-    (see ``LOG_PROB_CEILING``), so the result is finite and so are both branches of the ``where``, which keeps
-    the gradient free of NaN.
+    small and ``log`` of a number close to 1 would lose it). Each branch is evaluated on inputs where it is
+    finite (the other branch's positions get a harmless stand-in), so the ``where`` passes no NaN gradient.
+
+    The one floor: ``-expm1(x)`` is held at least the smallest normal float (``log`` of it is -87.3 in float32)
+    so an average log-prob of exactly 0 (every token predicted with probability 1) gives a finite value and a zero
+    gradient instead of ``log(0) = -inf``. Nowhere else is the input changed: at ``x = -1e-9`` the result is
+    ``ln(1e-9) = -20.72`` and its gradient ``exp(x) / expm1(x) = -1e9``.
     """
-    x = x.clamp(max=ceiling)
-    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    near_zero = x > -math.log(2)
+    tiny = torch.finfo(x.dtype).tiny
+    near = torch.where(near_zero, x, torch.full_like(x, -1.0))
+    far = torch.where(near_zero, torch.full_like(x, -1.0), x)
+    return torch.where(near_zero, torch.log((-torch.expm1(near)).clamp(min=tiny)), torch.log1p(-torch.exp(far)))
 
 
 def orpo_loss(
@@ -65,8 +66,8 @@ def orpo_loss(
 
     - ``log_odds = log odds(y_w) - log odds(y_l) = (lc - lr) - (log(1 - e^lc) - log(1 - e^lr))``,
     - ``loss = chosen_nll - lam * logsigmoid(log_odds)``, i.e. the paper's ``L_SFT + lam * L_OR`` with
-      ``L_OR = -log sigmoid(log_odds)``. ``chosen_nll`` is ``L_SFT``, computed by the caller (mean
-      token NLL over the chosen sequence; the authors' code includes the prompt tokens, TRL's does not).
+      ``L_OR = -log sigmoid(log_odds)``. ``chosen_nll`` is ``L_SFT`` per pair, computed by the caller
+      (`ORPOLoss`: the mean token NLL of each chosen sequence, see its ``nll_on_prompt``).
 
     ``lam`` is TRL's ``beta``; the paper uses 0.1 to 0.25. Rewards follow TRL's ORPO: ``lam * lc`` and
     ``lam * lr``, detached, so ``rewards/accuracies`` is the share of pairs whose chosen answer has the higher
@@ -99,9 +100,12 @@ class ORPOLoss(PreferenceLoss):
 
     Args:
         lam: Weight of the odds-ratio term, the paper's lambda (0.1 to 0.25 in the paper; TRL's ``beta``).
-        nll_on_prompt: NLL over every token of the chosen sequence, prompt included, as in the authors' code
-            (their default). ``False`` restricts it to the chosen completion's tokens, as TRL's ORPOTrainer does.
-            Either way it is a per-sequence mean over tokens, then a mean over pairs.
+        nll_on_prompt: NLL over every token of the chosen sequence, prompt included, as the authors' code (by
+            default) and TRL 1.16's ORPOTrainer (``trl.experimental.orpo``) both compute it. ``False`` restricts it to
+            the chosen completion's tokens (the authors' ``disable_prompt_loss``). Here the NLL is a per-sequence
+            mean over tokens, then a mean over pairs; the authors and TRL average over every chosen token of the
+            batch at once, so their long sequences weigh more. The two agree when all chosen sequences have one
+            length; ``nll_loss`` and the loss then equal TRL's on the same batch.
 
     Logged besides the loss, with TRL's ORPO names and definitions: ``nll_loss`` (the NLL term),
     ``log_odds_ratio`` (mean of ``logsigmoid(log_odds)``, so minus the unweighted odds-ratio loss),

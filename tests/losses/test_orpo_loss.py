@@ -13,7 +13,7 @@ import torch
 from torch.testing import assert_close
 
 from lit_align.losses import ORPOLoss, PreferenceLogps, orpo_loss
-from lit_align.losses.orpo import LOG_PROB_CEILING, log1mexp
+from lit_align.losses.orpo import log1mexp
 
 CHOSEN, REJECTED = torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.25)])
 NLL = torch.tensor([1.5])
@@ -53,14 +53,27 @@ def test_gradient_pushes_chosen_up_and_rejected_down():
 
 
 def test_log_prob_of_exactly_zero_stays_finite():
-    # log(1 - e^0) = log 0 = -inf without the ceiling; with it, log(1 - e^-1e-6) = ln(1e-6) = -13.8155.
+    # log(1 - e^0) = log 0 = -inf; the floor holds 1 - e^x at the smallest normal float32: ln(1.1755e-38) = -87.34.
     chosen = torch.tensor([0.0], requires_grad=True)
     rejected = torch.tensor([-1.0], requires_grad=True)
     out = orpo_loss(chosen, rejected, -chosen, lam=0.2)
     out.losses.sum().backward()
     assert torch.isfinite(out.losses).all() and torch.isfinite(out.log_odds_chosen).all()
     assert torch.isfinite(chosen.grad).all() and torch.isfinite(rejected.grad).all()
-    assert_close(log1mexp(torch.tensor([0.0])), torch.tensor([math.log(1e-6)]), atol=1e-3, rtol=0)
+    assert_close(log1mexp(torch.tensor([0.0])), torch.tensor([math.log(torch.finfo(torch.float32).tiny)]))
+
+
+@pytest.mark.parametrize("x", [-1e-9, -1e-6, -0.5, -5.0])
+def test_log1mexp_is_exact_near_zero_and_its_gradient_too(x):
+    """log(1 - e^x) = log(-expm1(x)): at -1e-9 that is ln(1e-9) = -20.7233 (a clamp at -1e-6 gave -13.8155), at
+    -1e-6 -13.8155, at -0.5 ln(0.393469) = -0.932752, at -5 ln(0.993262) = -0.00676075. The gradient is
+    exp(x) / expm1(x): -1e9, -1e6 (a clamp gave 0), -1.541494, -0.00678351."""
+    value = torch.tensor([x], requires_grad=True)
+    out = log1mexp(value)
+    out.sum().backward()
+    assert_close(out.double(), torch.tensor([math.log(-math.expm1(x))], dtype=torch.float64), rtol=1e-6, atol=0)
+    gradient = math.exp(x) / math.expm1(x)
+    assert_close(value.grad.double(), torch.tensor([gradient], dtype=torch.float64), rtol=1e-5, atol=0)
 
 
 def test_log1mexp_matches_float64_on_a_grid():
@@ -76,11 +89,11 @@ def test_log1mexp_matches_float64_on_a_grid():
 
 
 def test_log1mexp_beats_the_naive_formula_in_float32():
-    # float32 rounds exp(-1e-8) to 1: the naive formula gives -inf, the stable one log(1e-6) (the ceiling).
+    # float32 rounds exp(-1e-8) to 1: the naive formula gives -inf, the stable one ln(1e-8) = -18.4207.
     x = torch.tensor([-1e-8, -5e-6])
     naive = torch.log(1 - torch.exp(x))
     assert torch.isinf(naive[0])
-    assert_close(log1mexp(x), torch.tensor([math.log(-LOG_PROB_CEILING), math.log(-math.expm1(-5e-6))]))
+    assert_close(log1mexp(x), torch.tensor([math.log(1e-8), math.log(-math.expm1(-5e-6))]))
 
 
 # ---- the loss object ------------------------------------------------------------------------------------
