@@ -94,9 +94,11 @@ def dpo_loss(
     (which has no margin).
 
     ``rpo_alpha`` (RPO, Pang et al. 2024) adds ``rpo_alpha * chosen_nll`` to every loss, ``chosen_nll`` being
-    the per-example mean token NLL of the chosen answer, computed by the caller. As TRL's ``rpo_alpha``, the
-    weight is on the NLL term (1.0 in the paper's experiments). TRL averages the NLL over all chosen tokens of
-    the batch, so long answers weigh more there; here each pair's mean counts once.
+    the per-example mean token NLL of the chosen answer, computed by the caller; the weight is on the NLL term
+    (1.0 in the paper's experiments). TRL 1.16 has no ``rpo_alpha`` any more: its equivalent is
+    ``loss_type=["sigmoid", "sft"]`` with ``loss_weights=[1.0, alpha]``, whose ``sft`` term averages the NLL over
+    all chosen completion tokens of the batch, so long answers weigh more there; here each pair's mean counts once
+    (the two agree when every chosen answer has the same length).
 
     Rewards are ``beta * (policy - reference)`` per completion, detached: they are metrics, not targets; the
     length term and the NLL are not part of them.
