@@ -58,7 +58,7 @@ def _load_demo_texts(demo_dir: Path) -> tuple[list[list[dict]], list[str]]:
         sys.path.insert(0, str(Path(__file__).parent))
         import make_demo_data
 
-        make_demo_data.main(["--out", str(demo_dir)])
+        make_demo_data.main(["--output", str(demo_dir)])
     conversations, texts = [], []
     for path in sorted(demo_dir.glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -194,7 +194,7 @@ def _portable_tokenizer_class(config_path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("assets/tiny-chat"))
+    parser.add_argument("--output", type=Path, default=Path("assets/tiny-chat"))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vocab-size", type=int, default=4096)
@@ -218,13 +218,13 @@ def main(argv: list[str] | None = None) -> None:
     losses = pretrain(model, stream, args.steps, args.seed)
     print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f}")
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.out, safe_serialization=True)
-    tokenizer.save_pretrained(args.out)
-    _portable_tokenizer_class(args.out / "tokenizer_config.json")
-    _greedy_demo(args.out)
-    size = sum(f.stat().st_size for f in args.out.iterdir()) / 2**20
-    print(f"wrote {args.out} ({size:.1f} MB) in {time.perf_counter() - start:.0f}s")
+    args.output.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(args.output, safe_serialization=True)
+    tokenizer.save_pretrained(args.output)
+    _portable_tokenizer_class(args.output / "tokenizer_config.json")
+    _greedy_demo(args.output)
+    size = sum(f.stat().st_size for f in args.output.iterdir()) / 2**20
+    print(f"wrote {args.output} ({size:.1f} MB) in {time.perf_counter() - start:.0f}s")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Train DPO, beta-DPO, ORPO and preference-guided DPO on the demo data with one seed and budget; compare.
 
-    python scripts/compare.py [--steps 200] [--seed 42] [--out logs/compare]
+    python scripts/compare.py [--steps 200] [--seed 42] [--output DIR]
 
 Each algorithm runs its quickstart recipe through `lit_align fit` (a subprocess, exactly as a user runs it)
-with the same seed, step budget and validation schedule. Writes `<out>/comparison.md` (final validation loss,
-reward accuracy and margin, wall time) and `<out>/comparison.png` (their curves). ORPO's loss includes its
+with the same seed, step budget and validation schedule. Writes `<output>/comparison.md` (final validation loss,
+reward accuracy and margin, wall time) and `<output>/comparison.png` (their curves). ORPO's loss includes its
 NLL term and its rewards are lambda-scaled average log-probs, so compare its accuracy, not its loss or margin.
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lit_align.outputs import output_directory  # noqa: E402
 from lit_align.tensorboard import read_scalars  # noqa: E402
 
 RECIPES = {
@@ -57,10 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--val-every", type=int, default=25)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--out", type=Path, default=ROOT / "logs" / "compare")
+    parser.add_argument("--output", type=Path, help="where to write (default: the next free logs/compare/N)")
     parser.add_argument("--only", nargs="*", choices=list(RECIPES), help="a subset of the algorithms")
     args = parser.parse_args(argv)
-    args.out = args.out.resolve()
+    args.out = output_directory(args.output, ROOT / "logs" / "compare").resolve()  # never a finished one
 
     results = {}
     for name in args.only or RECIPES:

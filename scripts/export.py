@@ -1,13 +1,14 @@
 """Export a run as a Hugging Face model directory, merging a LoRA adapter into the base weights if asked.
 
-    python scripts/export.py --checkpoint logs/quickstart-dpo/version_0/hf --merge --output merged/
-    python scripts/export.py --checkpoint logs/quickstart-dpo/version_0/checkpoints/last.ckpt --merge --output merged/
+    python scripts/export.py --checkpoint logs/quickstart-dpo/version_0/hf --merge
+    python scripts/export.py --checkpoint logs/quickstart-dpo/version_0/checkpoints/last.ckpt --merge --output DIR
 
 `--checkpoint` is either a run's `hf/` export or a Lightning checkpoint (the run's `config.yaml` beside its
 `checkpoints/` folder says which model and adapter to rebuild; the checkpoint is read with
 `torch.load(weights_only=True)`). With `--merge`, the LoRA update is folded into the weights and the output is a
 plain full model that `AutoModelForCausalLM.from_pretrained` (and vLLM) loads with no PEFT at all. Weights are
-written as safetensors, with the tokenizer.
+written as safetensors, with the tokenizer, into `--output`: by default `merged/` (with `--merge`) or `exported/`
+in the run's directory. A directory that already holds files is refused unless `--overwrite` is given.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ import sys
 from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lit_align.outputs import output_directory  # noqa: E402
 
 
 def _from_lightning_checkpoint(path: Path):
@@ -56,7 +62,6 @@ def export(checkpoint: Path, output: Path, merge: bool) -> None:
     elif merge:
         print("no LoRA adapter in this checkpoint: exporting the full model as it is")
     model.config.use_cache = True  # inference default; training had turned the cache off
-    output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output, safe_serialization=True)
     tokenizer.save_pretrained(output)
     kind = "merged full model" if merge or not is_peft else "LoRA adapter"
@@ -66,12 +71,15 @@ def export(checkpoint: Path, output: Path, merge: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="a run's hf/ directory or a .ckpt file")
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--output", type=Path, help="where to write (default: merged/ or exported/ in the run)")
     parser.add_argument("--merge", action="store_true", help="fold the LoRA adapter into the base weights")
+    parser.add_argument("--overwrite", action="store_true", help="replace files already in --output")
     args = parser.parse_args(argv)
     if not args.checkpoint.exists():
         raise SystemExit(f"no such checkpoint: {args.checkpoint}")
-    export(args.checkpoint, args.output, args.merge)
+    run = args.checkpoint.parent.parent if args.checkpoint.is_file() else args.checkpoint.parent  # .ckpt or hf/
+    default = run / ("merged" if args.merge else "exported")
+    export(args.checkpoint, output_directory(args.output or default, run, args.overwrite), args.merge)
 
 
 if __name__ == "__main__":

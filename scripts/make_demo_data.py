@@ -327,14 +327,14 @@ def _summary(path: Path, records: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("assets/demo"))
+    parser.add_argument("--output", type=Path, default=Path("assets/demo"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--sizes", type=int, nargs=4, default=[2000, 200, 2000, 200], help="SFT train/val, DPO train/val counts"
     )
     args = parser.parse_args(argv)
     splits = split_bank(build_bank(args.seed), args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.output.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
     for kind, (n_train, n_val) in (("sft", args.sizes[:2]), ("dpo", args.sizes[2:])):
         val_seen: set[str] = set()
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
         leaked = _user_texts(val) & _user_texts(train)
         assert not leaked, f"validation questions seen in training: {sorted(leaked)[:3]}"
         for split, records in (("train", train), ("val", val)):
-            path = args.out / f"{kind}_{split}.jsonl"
+            path = args.output / f"{kind}_{split}.jsonl"
             with path.open("w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
             print(_summary(path, records))

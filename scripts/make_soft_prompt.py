@@ -1,6 +1,6 @@
 """Write a soft prompt for preference-guided DPO's ``guidance: embedding`` mode.
 
-    python scripts/make_soft_prompt.py --model assets/tiny-chat --n-tokens 8 --out soft_prompt.pt \\
+    python scripts/make_soft_prompt.py --model assets/tiny-chat --n-tokens 8 --output logs/soft_prompt.pt \\
         [--init-text "Answer in the user's language."]
 
 The file holds one float32 tensor ``[n_tokens, hidden_size]``, the shape
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from lit_align.models import ModelSettings, load_causal_lm, load_tokenizer
+from lit_align.outputs import output_file
 
 
 def make_soft_prompt(model, tokenizer, n_tokens: int, init_text: str | None = None, seed: int = 0) -> torch.Tensor:
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model directory or hub name (the recipe's model)")
     parser.add_argument("--n-tokens", type=int, default=8, help="number of virtual tokens (default 8)")
-    parser.add_argument("--out", type=Path, default=Path("soft_prompt.pt"), help="output file (default soft_prompt.pt)")
+    parser.add_argument("--output", type=Path, default=Path("logs/soft_prompt.pt"), help="default logs/soft_prompt.pt")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     parser.add_argument("--init-text", default=None, help="initialise from this text's token embeddings")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
     parser.add_argument("--trust-remote-code", action="store_true")
@@ -50,10 +52,10 @@ def main(argv: list[str] | None = None) -> Path:
         ModelSettings(args.model, trust_remote_code=args.trust_remote_code), vocab_size=len(tokenizer)
     )
     prompt = make_soft_prompt(model, tokenizer, args.n_tokens, args.init_text, args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(prompt.contiguous(), args.out)
-    print(f"wrote {args.out}: soft prompt {tuple(prompt.shape)}")
-    return args.out
+    output = output_file(args.output, args.overwrite)
+    torch.save(prompt.contiguous(), output)
+    print(f"wrote {output}: soft prompt {tuple(prompt.shape)}")
+    return output
 
 
 if __name__ == "__main__":

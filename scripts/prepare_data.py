@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lit_align.cli import instantiate
 from lit_align.data.datamodule import AlignDataModule
+from lit_align.outputs import output_directory
 
 
 def _print_reports(title: str, reports) -> None:
@@ -66,7 +67,8 @@ def write(data: AlignDataModule, output: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", action="append", required=True, help="recipe YAML (repeatable, like lit_align)")
-    parser.add_argument("--output", type=Path, default=Path("prepared"), help="where to write (default: prepared/)")
+    parser.add_argument("--output", type=Path, help="where to write (default: the next free logs/prepared/N)")
+    parser.add_argument("--overwrite", action="store_true", help="replace files already in --output")
     parser.add_argument("--dry-run", action="store_true", help="check the first rows of every source, write nothing")
     parser.add_argument("--dry-run-rows", type=int, default=5)
     args, overrides = parser.parse_known_args(argv)
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.dry_run:
         dry_run(data, args.dry_run_rows)
     else:
-        write(data, args.output)
+        write(data, output_directory(args.output, Path("logs") / "prepared", args.overwrite))
 
 
 if __name__ == "__main__":

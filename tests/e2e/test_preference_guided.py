@@ -30,7 +30,7 @@ def test_embedding_quickstart_with_a_script_made_soft_prompt(tmp_path):
     soft_prompt = tmp_path / "soft_prompt.pt"
     command = [
         sys.executable, str(ROOT / "scripts" / "make_soft_prompt.py"), "--model", str(ROOT / "assets" / "tiny-chat"),
-        "--n-tokens", "8", "--out", str(soft_prompt), "--init-text", "Answer in the user's language.",
+        "--n-tokens", "8", "--output", str(soft_prompt), "--init-text", "Answer in the user's language.",
     ]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, timeout=300)
     start = torch.load(soft_prompt, weights_only=True)

@@ -63,3 +63,14 @@ def test_merged_export_generates_like_base_plus_adapter(lora_run, tmp_path):
     )
     a, b = load_file(tmp_path / "merged" / "model.safetensors"), load_file(tmp_path / "m2" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+@pytest.mark.slow
+def test_default_output_is_in_the_run_and_is_never_overwritten_silently(lora_run):
+    export.main(["--checkpoint", str(lora_run / "hf"), "--merge"])
+    assert (lora_run / "merged" / "model.safetensors").is_file()
+    with pytest.raises(SystemExit, match="already exists and is not an empty directory"):
+        export.main(["--checkpoint", str(lora_run / "hf"), "--merge"])
+    export.main(["--checkpoint", str(lora_run / "hf"), "--merge", "--overwrite"])
+    export.main(["--checkpoint", str(lora_run / "hf")])  # the adapter as it is, beside the merged model
+    assert (lora_run / "exported" / "adapter_config.json").is_file()

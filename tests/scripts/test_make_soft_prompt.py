@@ -17,7 +17,7 @@ spec.loader.exec_module(make_soft_prompt)
 
 def test_init_text_rows_are_the_token_embeddings_tiled(tmp_path):
     out = make_soft_prompt.main(
-        ["--model", str(TINY_MODEL), "--n-tokens", "8", "--out", str(tmp_path / "sp.pt"), "--init-text", "Hi there"]
+        ["--model", str(TINY_MODEL), "--n-tokens", "8", "--output", str(tmp_path / "sp.pt"), "--init-text", "Hi there"]
     )
     prompt = load_soft_prompt(out)
     tokenizer = load_tokenizer(str(TINY_MODEL))
@@ -31,7 +31,7 @@ def test_init_text_rows_are_the_token_embeddings_tiled(tmp_path):
 def test_random_init_is_seeded_and_on_the_embedding_scale(tmp_path):
     paths = [tmp_path / f"sp{i}.pt" for i in range(2)]
     for path in paths:
-        make_soft_prompt.main(["--model", str(TINY_MODEL), "--n-tokens", "3", "--out", str(path), "--seed", "1"])
+        make_soft_prompt.main(["--model", str(TINY_MODEL), "--n-tokens", "3", "--output", str(path), "--seed", "1"])
     first, second = (load_soft_prompt(p) for p in paths)
     assert first.shape == (3, 128) and torch.equal(first, second)
     scale = load_causal_lm(str(TINY_MODEL)).get_input_embeddings().weight.std().item()
