@@ -1,7 +1,7 @@
 """The data card: what each source contributed, what was dropped and why, and what one epoch will look like.
 
 Written by ``scripts/prepare_data.py`` as ``DATA_CARD.md``; the data module logs the same counts at set-up
-(`summary_line`, `overlap_warning`, `count_metrics`).
+(`summary_line`, `overlap_warning`, `truncation_warning`, `count_metrics`).
 The expected mix is counted from the sampler's actual plan for epoch 0, not estimated from the weights.
 """
 
@@ -27,6 +27,19 @@ def overlap_warning(report: SourceReport) -> str | None:
     return (
         f"{report.counts['in_train']} validation records of {report.name} are also training records: their "
         "validation metrics measure memorisation. data.val_in_train: drop leaves them out."
+    )
+
+
+def truncation_warning(split: str, report: SourceReport, max_length: int) -> str | None:
+    """What to tell the user when some of a source's examples were cut at ``max_length`` (too many is an error,
+    raised while preparing: `prepare.check_truncation`)."""
+    cut = len(report.truncated_lengths)
+    if not cut:
+        return None
+    return (
+        f"data[{split}/{report.name}]: {cut} of {report.tokenized} examples ({report.truncated_share:.1%}) were "
+        f"truncated to max_length={max_length} tokens (the longest had {report.longest_truncated[0]}); raise "
+        "data.max_length to keep them whole"
     )
 
 

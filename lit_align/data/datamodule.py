@@ -16,7 +16,15 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lit_align.data.card import count_metrics, expected_mix, overlap_warning, render_data_card, summary_line
+from lit_align.checks import ConfigError, check_at_least, check_between
+from lit_align.data.card import (
+    count_metrics,
+    expected_mix,
+    overlap_warning,
+    render_data_card,
+    summary_line,
+    truncation_warning,
+)
 from lit_align.data.collate import PreferenceCollator, SFTCollator
 from lit_align.data.curriculum import CurriculumStage
 from lit_align.data.prepare import DataSource, PreparedData, PrepareSettings, prepare_sources
@@ -26,6 +34,23 @@ from lit_align.tokenizer import load_tokenizer
 log = logging.getLogger(__name__)
 
 __all__ = ["AlignDataModule", "DataSource"]
+
+
+class ResumableDataLoader(DataLoader):
+    """The training loader, marked as resumable mid-epoch for Lightning.
+
+    Lightning warns that a run resumed mid-epoch "is not resumable" unless every training loader has
+    ``state_dict``/``load_state_dict`` (its ``_Stateful`` protocol), and then saves and reloads what they return.
+    This loader's position is its batch sampler's, which ``AlignDataModule.state_dict`` already saves with the
+    trainer's count of batches actually processed (a loader with workers is ahead of training, and cannot know
+    that count), and restores before the first batch. So the loader's own state is empty: one copy of the
+    position per checkpoint, and checkpoints written before this class resume alike."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Nothing to do: ``AlignDataModule.load_state_dict`` has positioned the sampler."""
 
 
 class AlignDataModule(LightningDataModule):
@@ -40,6 +65,9 @@ class AlignDataModule(LightningDataModule):
         max_length: Longest sequence in tokens; longer ones are truncated and counted.
         max_prompt_length: For preference pairs, the prompt keeps at least this many of its last tokens when
             a pair is truncated (default ``max_length // 2``).
+        max_truncated_fraction: Largest share of a source's examples that may be cut at ``max_length`` (a
+            warning with the count); more stops the run with the longest lengths, since answers cut mid-way
+            teach the model to stop mid-sentence. 1.0 allows any.
         batch_size: Examples (pairs, for preference data) per training batch on each device.
         eval_batch_size: The same for validation (default ``batch_size``).
         max_val_examples: Use only the first N validation examples.
@@ -92,6 +120,7 @@ class AlignDataModule(LightningDataModule):
         pad_to_multiple_of: int | None = None,
         guidance_text: str | None = None,
         separate_val_sets: bool = False,
+        max_truncated_fraction: float = 0.2,
     ) -> None:
         super().__init__()
         if tokenizer is None:
@@ -100,6 +129,11 @@ class AlignDataModule(LightningDataModule):
             raise ValueError("guidance_text adds guided versions of preference pairs; it needs task: preference")
         if val_in_train not in ("warn", "drop"):
             raise ValueError(f"val_in_train must be 'warn' or 'drop', got {val_in_train!r}")
+        _check_sizes(max_length, max_prompt_length, batch_size, eval_batch_size, max_val_examples, num_workers)
+        _check_shares(min_zh_ratio, target_zh_share, zh_share_tolerance)
+        check_at_least("data.pad_to_multiple_of", pad_to_multiple_of, 1)
+        for bound in bucket_bounds or ():
+            check_at_least("data.bucket_bounds[...]", bound, 1, why=" (a length in tokens)")
         self.train_sources = list(train)
         self.val_sources = list(val or [])
         self.tokenizer_path = tokenizer
@@ -114,6 +148,7 @@ class AlignDataModule(LightningDataModule):
             min_zh_ratio=min_zh_ratio,
             guidance_text=guidance_text,
             drop_in_train=val_in_train == "drop",
+            max_truncated_fraction=max_truncated_fraction,
         )
         self.bounds = list(self.settings.bucket_bounds)
         self.batch_size = batch_size
@@ -169,6 +204,8 @@ class AlignDataModule(LightningDataModule):
                 rank_zero_info(summary_line(split, report))
                 if warning := overlap_warning(report):
                     rank_zero_warn(warning)
+                if warning := truncation_warning(split, report, self.settings.max_length):
+                    rank_zero_warn(warning)
             metrics.update(count_metrics(split, data.reports))
         logger = self.trainer.logger if self.trainer is not None else None
         if logger is not None:
@@ -185,6 +222,7 @@ class AlignDataModule(LightningDataModule):
             "batch_size": self.batch_size,
             "target_zh_share": self.target_zh_share,
             "min_zh_ratio": self.settings.min_zh_ratio,
+            "max_truncated_fraction": self.settings.max_truncated_fraction,
             "seed": self.seed,
         }
         mix = expected_mix(sampler.plan(), self.train_data.examples, self.bounds)
@@ -263,7 +301,7 @@ class AlignDataModule(LightningDataModule):
         if self._pending_sampler_state is not None:
             self._sampler.load_state_dict(self._pending_sampler_state)
             self._pending_sampler_state = None
-        return DataLoader(
+        return ResumableDataLoader(
             self.train_data.examples,
             batch_sampler=self._sampler,
             collate_fn=self._collator(),
@@ -302,3 +340,24 @@ class AlignDataModule(LightningDataModule):
             collate_fn=self._collator(),
             num_workers=self.num_workers,
         )
+
+
+def _check_sizes(max_length, max_prompt_length, batch_size, eval_batch_size, max_val_examples, num_workers) -> None:
+    """Sizes that cannot work stop the run when the recipe is read, before any tokenisation."""
+    check_at_least("data.max_length", max_length, 1, why=" (tokens per sequence)")
+    check_at_least("data.batch_size", batch_size, 1)
+    check_at_least("data.eval_batch_size", eval_batch_size, 1)
+    check_at_least("data.max_val_examples", max_val_examples, 1, why=" (omit it to validate on every example)")
+    check_at_least("data.num_workers", num_workers, 0)
+    check_at_least("data.max_prompt_length", max_prompt_length, 1)
+    if max_prompt_length is not None and max_prompt_length >= max_length:
+        raise ConfigError(
+            f"data.max_prompt_length ({max_prompt_length}) must be below data.max_length ({max_length}): "
+            "a truncated pair would keep no answer tokens"
+        )
+
+
+def _check_shares(min_zh_ratio, target_zh_share, zh_share_tolerance) -> None:
+    check_between("data.min_zh_ratio", min_zh_ratio, 0, 1)
+    check_between("data.target_zh_share", target_zh_share, 0, 1)
+    check_between("data.zh_share_tolerance", zh_share_tolerance, 0, 1)

@@ -27,14 +27,19 @@ class FieldError(ValueError):
 
 
 class DataFormatError(ValueError):
-    """A row of a data file cannot be used; names the file, the line and (when known) the field."""
+    """A row of a data file cannot be used; names the file, the line and (when known) the field.
 
-    def __init__(self, path: str, line: int | None, field: str | None, reason: str) -> None:
-        super().__init__(path, line, field, reason)
+    ``kind`` is the key a skipped row is counted under (``error:<kind>``) when no field is at fault, e.g.
+    ``encoding`` for bytes that are not UTF-8; by default the field, or ``row``.
+    """
+
+    def __init__(self, path: str, line: int | None, field: str | None, reason: str, kind: str | None = None) -> None:
+        super().__init__(path, line, field, reason, kind)
         self.path = path
         self.line = line
         self.field = field
         self.reason = reason
+        self.kind = kind or field or "row"
 
     def __str__(self) -> str:
         where = str(self.path) if self.line is None else f"{self.path}:{self.line}"

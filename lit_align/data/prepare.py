@@ -5,6 +5,10 @@ This is the whole preparation pipeline, shared by the data module (at set-up) an
 de-duplicate across sources, tokenise with the run's tokenizer and chat template, and measure every example's
 real token length for the length buckets. Each source gets a `SourceReport`, so the data card can say where
 every row went.
+
+Two outcomes stop preparation rather than let a run train on something other than what the user meant: a
+source that gives no examples at all, and one whose examples are mostly cut at ``max_length`` (more than
+``max_truncated_fraction``): a model trained on answers cut in the middle learns to stop mid-sentence.
 """
 
 from __future__ import annotations
@@ -14,10 +18,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from lit_align.constants import IGNORE_INDEX
 from lit_align.data.clean import clean_records, record_hash
+from lit_align.data.examples import tokenize_record
 from lit_align.data.read import read_source, source_name
-from lit_align.data.tokenize import Tokenized, tokenize_conversation, tokenize_preference, tokenize_sft
 
 
 @dataclass
@@ -25,7 +28,9 @@ class DataSource:
     """One dataset in a recipe's ``data.train`` or ``data.val`` list."""
 
     path: str
-    """A local file (.jsonl, .json, .parquet, .csv) or directory, or a hub dataset name for ``load_dataset``."""
+    """A local file (.jsonl, .json, .parquet, .csv; ``~`` is expanded) or directory, or a hub dataset name for
+    ``load_dataset``. A path that cannot be a hub id (``./x``, ``x/``, ``data/x`` when ``data/`` exists, a data
+    file suffix) and does not exist is an error at once, not a hub request."""
     format: str = "auto"
     """Record format (``messages``, ``sharegpt``, ``alpaca``, ``preference``, ``hh_rlhf``, ...) or ``auto``."""
     name: str | None = None
@@ -57,6 +62,19 @@ class SourceReport:
     """Examples per language."""
     buckets: Counter = field(default_factory=Counter)
     """Examples per length bucket, keyed by the bucket's upper bound in tokens."""
+    tokenized: int = 0
+    """Records that reached tokenisation (after cleaning)."""
+    truncated_lengths: list[int] = field(default_factory=list)
+    """Untruncated token lengths of the records that were cut at ``max_length`` (kept or then dropped)."""
+
+    @property
+    def truncated_share(self) -> float:
+        return len(self.truncated_lengths) / self.tokenized if self.tokenized else 0.0
+
+    @property
+    def longest_truncated(self) -> list[int]:
+        """The three longest untruncated lengths among the truncated records, longest first."""
+        return sorted(self.truncated_lengths, reverse=True)[:3]
 
     @property
     def drops(self) -> dict[str, int]:
@@ -112,8 +130,12 @@ class PrepareSettings:
     """Also tokenise every preference pair with this instruction in the system message."""
     drop_in_train: bool = False
     """Drop validation records that are also training records (they are counted either way)."""
+    max_truncated_fraction: float = 0.2
+    """Largest share of a source's examples that may be cut at ``max_length``; more stops preparation."""
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.max_truncated_fraction <= 1.0:
+            raise ValueError(f"max_truncated_fraction must be in [0, 1], got {self.max_truncated_fraction}")
         object.__setattr__(self, "bucket_bounds", tuple(effective_bounds(self.bucket_bounds, self.max_length)))
 
 
@@ -159,8 +181,9 @@ def prepare_sources(
         report.counts.update({f"dropped/{reason}": n for reason, n in drops.items()})
         if train_digests is not None:
             records = _check_against_train(records, train_digests, settings.drop_in_train, report.counts)
+        report.tokenized = len(records)
         for record in records:
-            example = tokenize_record(record, tokenizer, settings, report.counts)
+            example = tokenize_record(record, tokenizer, settings, report.counts, report.truncated_lengths)
             if example is None:
                 continue
             example.update(lang=record["lang"], source=name)
@@ -169,8 +192,38 @@ def prepare_sources(
             examples.append(example)
             kept_records.append(record)
         report.counts["examples"] = sum(report.languages.values())
+        check_truncation(report, settings)
+        check_has_examples(report)
         reports.append(report)
     return PreparedData(examples, kept_records, reports)
+
+
+def check_truncation(report: SourceReport, settings: PrepareSettings) -> None:
+    """Raise when more than ``settings.max_truncated_fraction`` of the source's examples were truncated."""
+    if report.truncated_share <= settings.max_truncated_fraction:
+        return
+    longest = report.longest_truncated
+    lengths = ", ".join(str(n) for n in longest)
+    which = f"the longest are {lengths} tokens" if len(longest) > 1 else f"the longest is {lengths} tokens"
+    raise ValueError(
+        f"data source '{report.name}' ({report.path}): {len(report.truncated_lengths)} of {report.tokenized} "
+        f"examples ({report.truncated_share:.1%}) are longer than max_length={settings.max_length} tokens and were "
+        f"truncated, more than max_truncated_fraction={settings.max_truncated_fraction}; {which}. Raise "
+        f"data.max_length (to {longest[0]} to keep them all whole), or data.max_truncated_fraction if cutting them "
+        "is intended."
+    )
+
+
+def check_has_examples(report: SourceReport) -> None:
+    """Raise when a source gave no examples, with the counts that say where its rows went."""
+    if report.counts["examples"]:
+        return
+    where = ", ".join(f"{reason}: {n}" for reason, n in report.drops.items()) or "no reason counted"
+    raise ValueError(
+        f"data source '{report.name}' ({report.path}) gave no examples: {report.counts['rows_read']} rows read, "
+        f"{report.counts['records']} records ({where}). Fix the rows (on_error: raise stops at the first bad one "
+        "with its file and line) or remove the source."
+    )
 
 
 def _check_against_train(records: list[dict], train_digests: set[str], drop: bool, counts: Counter) -> list[dict]:
@@ -184,99 +237,6 @@ def _check_against_train(records: list[dict], train_digests: set[str], drop: boo
         return records
     counts["dropped/in_train"] += sum(in_train)
     return [record for record, seen in zip(records, in_train, strict=True) if not seen]
-
-
-def tokenize_record(record: dict, tokenizer, settings: PrepareSettings, counts: Counter) -> dict | None:
-    """Token ids and labels of one record for ``settings.task`` (``sft`` or ``preference``), or None (counted).
-
-    With ``settings.guidance_text`` (preference only), the example also holds
-    ``guided_{chosen,rejected}_{input_ids,labels}``: the same pair with the instruction in the system message
-    (`guided_prompt`). Both versions must score the same completion tokens, since preference-guided DPO compares
-    their log-probs. Truncation can break that, or cut the instruction itself (a long prompt loses tokens from its
-    start, where the instruction is): such a pair is dropped as ``dropped/guided_completion_truncated`` or
-    ``dropped/guided_instruction_truncated``.
-    """
-    max_length, max_prompt_length = settings.max_length, settings.max_prompt_length
-    if settings.task == "preference":
-        if "chosen" not in record:
-            raise ValueError(
-                f"source {record.get('source')!r} row {record.get('row')} is chat (SFT) data, but this module "
-                "trains on preference pairs: give sources with prompt/chosen/rejected"
-            )
-        chosen, rejected = tokenize_preference(
-            tokenizer, record["prompt"], record["chosen"], record["rejected"], max_length, max_prompt_length
-        )
-        if chosen.n_label_tokens == 0 or rejected.n_label_tokens == 0:
-            counts["dropped/no_completion_tokens_after_truncation"] += 1
-            return None
-        example = {
-            "chosen_input_ids": chosen.input_ids,
-            "chosen_labels": chosen.labels,
-            "rejected_input_ids": rejected.input_ids,
-            "rejected_labels": rejected.labels,
-            "length": max(len(chosen.input_ids), len(rejected.input_ids)),
-        }
-        if settings.guidance_text is not None:
-            guided = _guided_pair(record, (chosen, rejected), tokenizer, settings)
-            if isinstance(guided, str):
-                counts[f"dropped/{guided}"] += 1
-                return None
-            example.update(guided, length=max(example["length"], *(len(ids) for ids in guided.values())))
-        counts["truncated"] += chosen.truncated or rejected.truncated
-        return example
-    # Preference records feed SFT as prompt + chosen: the usual "SFT on the preferred answers" step.
-    messages = record["messages"] if "messages" in record else record["prompt"] + record["chosen"]
-    example = tokenize_sft(tokenizer, messages, max_length)
-    if example.n_label_tokens == 0:
-        counts["dropped/no_assistant_tokens_after_truncation"] += 1
-        return None
-    counts["truncated"] += example.truncated
-    return {"input_ids": example.input_ids, "labels": example.labels, "length": len(example.input_ids)}
-
-
-def guided_prompt(prompt: list[dict], guidance_text: str) -> list[dict]:
-    """``prompt`` with ``guidance_text`` as its system message.
-
-    When the prompt already starts with a system message, the instruction goes first in it, then a blank line,
-    then the original system text: one system turn, as every chat template expects, and the task's own system
-    text stays closest to the conversation.
-    """
-    if prompt and prompt[0]["role"] == "system":
-        system = {**prompt[0], "content": f"{guidance_text}\n\n{prompt[0]['content']}"}
-        return [system, *prompt[1:]]
-    return [{"role": "system", "content": guidance_text}, *prompt]
-
-
-def _guided_pair(
-    record: dict,
-    plain: tuple[Tokenized, Tokenized],
-    tokenizer,
-    settings: PrepareSettings,
-) -> dict | str:
-    """The ``guided_*`` keys of an example, or the reason the pair is dropped."""
-    prompt = guided_prompt(record["prompt"], settings.guidance_text)
-    sides = tokenize_preference(
-        tokenizer, prompt, record["chosen"], record["rejected"], settings.max_length, settings.max_prompt_length
-    )
-    out = {}
-    for name, side, plain_side in zip(("chosen", "rejected"), sides, plain, strict=True):
-        if _completion(side) != _completion(plain_side):
-            return "guided_completion_truncated"
-        # Rare (truncated sides only): tokenise again uncut to see whether the prompt lost its start.
-        if side.truncated:
-            whole = tokenize_conversation(tokenizer, prompt + record[name], first_labelled=len(prompt))
-            if _prompt_length(side) < _prompt_length(whole):
-                return "guided_instruction_truncated"
-        out[f"guided_{name}_input_ids"], out[f"guided_{name}_labels"] = side.input_ids, side.labels
-    return out
-
-
-def _completion(seq: Tokenized) -> list[int]:
-    return [label for label in seq.labels if label != IGNORE_INDEX]
-
-
-def _prompt_length(seq: Tokenized) -> int:
-    return next((i for i, label in enumerate(seq.labels) if label != IGNORE_INDEX), len(seq.labels))
 
 
 def _read_key(key: str) -> str:

@@ -20,6 +20,12 @@ class Tokenized:
     input_ids: list[int]
     labels: list[int]
     truncated: bool = False
+    full_length: int | None = None
+    """Length before truncation (None: not truncated, so ``len(input_ids)``)."""
+
+    @property
+    def untruncated_length(self) -> int:
+        return len(self.input_ids) if self.full_length is None else self.full_length
 
     @property
     def n_label_tokens(self) -> int:
@@ -72,7 +78,7 @@ def tokenize_sft(tokenizer, messages: list[dict], max_length: int) -> Tokenized:
     """An SFT example: every assistant turn learned, cut from the right at ``max_length``."""
     out = tokenize_conversation(tokenizer, messages)
     if len(out.input_ids) > max_length:
-        out = Tokenized(out.input_ids[:max_length], out.labels[:max_length], truncated=True)
+        out = Tokenized(out.input_ids[:max_length], out.labels[:max_length], True, len(out.input_ids))
     return out
 
 
@@ -83,7 +89,7 @@ def _fit_pair_side(seq: Tokenized, max_length: int, max_prompt_length: int) -> T
     prompt_len = next((i for i, label in enumerate(seq.labels) if label != IGNORE_INDEX), len(seq.labels))
     cut = max(0, min(prompt_len - max_prompt_length, len(seq.input_ids) - max_length))
     ids, labels = seq.input_ids[cut:][:max_length], seq.labels[cut:][:max_length]
-    return Tokenized(ids, labels, truncated=True)
+    return Tokenized(ids, labels, True, len(seq.input_ids))
 
 
 def tokenize_preference(

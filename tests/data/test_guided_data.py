@@ -9,7 +9,8 @@ import torch
 from lit_align.constants import IGNORE_INDEX
 from lit_align.data.collate import PreferenceCollator
 from lit_align.data.datamodule import AlignDataModule, DataSource
-from lit_align.data.prepare import PrepareSettings, guided_prompt, tokenize_record
+from lit_align.data.examples import guided_prompt, tokenize_record
+from lit_align.data.prepare import PrepareSettings
 
 from ..conftest import DEMO_DATA, TINY_MODEL
 

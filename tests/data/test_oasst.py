@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lit_align.data.errors import FieldError, SkipRecord
+from lit_align.data.errors import DataFormatError, FieldError, SkipRecord
 from lit_align.data.formats import FORMATS, oasst
 from lit_align.data.read import read_source
 
@@ -122,7 +122,59 @@ def test_oasst_flat_parquet_through_reader(tmp_path):
     records, counts = read_source(str(tmp_path / "oasst1.parquet"), options={"mode": "preference"})
     assert counts == Counter({"rows_read": 1167})
     assert [r["chosen"] for r in records] == [r["chosen"] for r in nested]
-    roots = {i for i, row in enumerate(flat) if row["parent_id"] is None}
+    roots = {i for i, row in enumerate(flat, start=1) if row["parent_id"] is None}
     assert {r["row"] for r in records} <= roots
     sft, _ = read_source(str(tmp_path / "oasst1.parquet"))
     assert len(sft) == 100
+
+
+def _flat_rows(node, parent=None, out=None):
+    """A handwritten tree as flat table rows (one message per line), parents before children."""
+    out = [] if out is None else out
+    out.append({**{k: v for k, v in node.items() if k != "replies"}, "parent_id": parent, "lang": "en"})
+    for reply in node["replies"]:
+        _flat_rows(reply, node["message_id"], out)
+    return out
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_flat_table_error_names_the_replys_own_line_and_keeps_the_rest(tmp_path, caplog):
+    rows = _flat_rows(_tree()["prompt"])
+    assert [r["message_id"] for r in rows] == ["p", "a2", "a1", "p2", "b0", "b1", "a3", "ad", "ar"]
+    rows[6]["role"] = "bot"  # a3, line 7
+    path = _write_jsonl(tmp_path / "flat.jsonl", rows)
+    with pytest.raises(DataFormatError) as err:
+        read_source(str(path), options={"mode": "preference"})
+    assert str(err.value) == f"{path}:7: field 'role': unknown role 'bot'; expected prompter or assistant"
+    records, counts = read_source(str(path), options={"mode": "preference"}, on_error="skip")
+    # Only the broken reply goes: the best/second pair of the same tree stays.
+    assert [(r["chosen"], r["rejected"]) for r in records] == [([a("best")], [a("second")])]
+    assert counts == Counter({"rows_read": 9, "error:role": 1, "oasst_deleted": 1, "oasst_review_failed": 1})
+    assert f"{path}:7: field 'role'" in caplog.text
+
+
+def test_nested_tree_keeps_valid_pairs_and_counts_pruned_replies(tmp_path):
+    tree = _tree()
+    path = _write_jsonl(tmp_path / "trees.jsonl", [tree])
+    records, counts = read_source(str(path), options={"mode": "preference"})
+    assert len(records) == 2
+    assert counts == Counter({"rows_read": 1, "oasst_deleted": 1, "oasst_review_failed": 1})
+    tree["prompt"]["replies"][2]["text"] = None  # "third"
+    path = _write_jsonl(tmp_path / "broken.jsonl", [tree])
+    with pytest.raises(DataFormatError, match=r"broken.jsonl:1: field 'prompt.replies\[2\].text': expected a string"):
+        read_source(str(path), options={"mode": "preference"})
+    records, counts = read_source(str(path), options={"mode": "preference"}, on_error="skip")
+    assert [(r["chosen"], r["rejected"]) for r in records] == [([a("best")], [a("second")])]
+    assert counts["error:prompt.replies[2].text"] == 1 and counts["oasst_deleted"] == 1
+
+
+def test_pruned_subtrees_are_counted_message_by_message():
+    """A deleted reply takes its replies with it; they are counted as replies to a removed message."""
+    tree = _tree()
+    tree["prompt"]["replies"][1]["deleted"] = True  # "best", which holds the follow-up thread of 3 messages
+    _, _, counts = oasst.convert_tree(tree, mode="preference")
+    assert counts == Counter({"oasst_deleted": 2, "oasst_review_failed": 1, "oasst_reply_to_removed": 3})

@@ -87,7 +87,7 @@ def test_skip_counts_errors_and_continues(tmp_path, caplog):
     path = write_lines(tmp_path / "mixed.jsonl", lines)
     with caplog.at_level(logging.WARNING, logger="lit_align.data.read"):
         records, counts = read_source(str(path), on_error="skip")
-    assert [r["row"] for r in records] == [0, 5]
+    assert [r["row"] for r in records] == [1, 6]
     assert counts == Counter({"rows_read": 6, "error:output": 2, "error:row": 2})
     assert "mixed.jsonl:2: field 'output': missing" in caplog.text
     assert "mixed.jsonl:3: invalid JSON" in caplog.text
@@ -134,7 +134,7 @@ def test_directory_reads_files_in_order_with_per_file_lines(tmp_path):
     triples = [(Path(f).name, line) for f, line, _ in iter_rows(str(tmp_path))]
     assert triples == [("a.jsonl", 1), ("b.jsonl", 1), ("b.jsonl", 2)]
     records, counts = read_source(str(tmp_path), name="mix")
-    assert [r["row"] for r in records] == [0, 0, 1]
+    assert [r["row"] for r in records] == [1, 1, 2]
     assert {r["source"] for r in records} == {"mix"}
     assert counts["rows_read"] == 3
 
@@ -157,5 +157,5 @@ def test_hub_names_go_through_load_dataset_with_split_and_subset(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     records, counts = read_source("org/pairs", "preference", split="test", subset="en", on_error="skip")
     assert calls == [("org/pairs", "en", "test")]
-    assert len(records) == 1 and records[0]["source"] == "org/pairs" and records[0]["row"] == 0
+    assert len(records) == 1 and records[0]["source"] == "org/pairs" and records[0]["row"] == 1
     assert counts["rows_read"] == 2 and counts["error:rejected"] == 1

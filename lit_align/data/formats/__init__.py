@@ -44,7 +44,8 @@ FORMATS: dict[str, Callable[..., list[dict]]] = {
 def detect_format(row: dict) -> str:
     """Return the name of the format in `FORMATS` that reads `row`, judged by its keys.
 
-    Raises FieldError (field None) when no rule matches, listing the keys that were seen.
+    A row with both ``messages`` and ``chosen``/``rejected`` is a preference row (TRL's reading; `tie_note`
+    tells the user). Raises FieldError (field None) when no rule matches, listing the keys that were seen.
     """
     keys = set(row)
     if ("message_tree_id" in keys and isinstance(row.get("prompt"), dict)) or {"message_id", "text"} <= keys:
@@ -61,15 +62,37 @@ def detect_format(row: dict) -> str:
         turns = row["conversations"]
         first = turns[0] if isinstance(turns, list) and turns else {}
         return "sharegpt" if isinstance(first, dict) and "from" in first else "messages"
-    if "messages" in keys:
-        return "messages"
+    # Before `messages`: rows that hold both are preference rows to TRL, and `tie_note` says so to the user.
     if {"chosen", "rejected"} <= keys:
         return "alpaca" if "instruction" in keys else "preference"
+    if "messages" in keys:
+        return "messages"
     if "output" in keys and ({"instruction", "input"} & keys):
         return "coig" if "task_type" in keys else "alpaca"
     if {"question", "answer"} <= keys or {"query", "response"} <= keys:
         return "qa"
     raise FieldError(None, f"cannot detect the data format from the row keys {sorted(keys)}")
+
+
+def tie_note(row: dict, format: str) -> str | None:
+    """What to tell the user when `row` could be read two ways and ``auto`` picked `format` (None: no tie)."""
+    if "messages" in row and {"chosen", "rejected"} <= set(row):
+        return (
+            f"rows have both 'messages' and prompt/chosen/rejected: reading them as '{format}' (as TRL does); "
+            "set format: messages to train on 'messages' instead"
+        )
+    return None
+
+
+def declared_format_hint(row: dict, format: str) -> str:
+    """For a row that `format` (given by the user) cannot read: which format it looks like, and how to set it."""
+    try:
+        detected = detect_format(row)
+    except FieldError:
+        return ""
+    if detected == format:
+        return ""
+    return f"; the rows look like '{detected}' data, not '{format}': set format: {detected} (or format: auto)"
 
 
 def _is_hh_transcript(row: dict) -> bool:

@@ -6,7 +6,11 @@ one-message-per-row table (HF ``OpenAssistant/oasst1`` parquet) regrouped by `bu
 out null fields, so a missing ``rank``/``deleted``/``review_result`` means null.
 
 Nodes that are ``deleted`` or failed review (``review_result`` false) are removed with their whole subtree:
-a reply to a removed message has lost its context.
+a reply to a removed message has lost its context. A malformed node (unknown role, text not a string, ...) is
+removed the same way and reported as an error that names its ``message_id``, so the reader can point at the
+node's own line of a flat table; the rest of the tree still counts. `convert_tree` returns those errors and
+counts every removed message by reason (``oasst_deleted``, ``oasst_review_failed``, and
+``oasst_reply_to_removed`` for the messages below a removed one), so no message disappears without a count.
 
 * ``mode="sft"``: one record per tree. From the root, follow the best reply at every level (lowest
   ``rank``; the first reply when none is ranked) and cut the thread after its last assistant message. One
@@ -31,25 +35,56 @@ MODES = ("sft", "preference")
 _ROLES = {"prompter": "user", "assistant": "assistant"}
 
 
+class NodeError(FieldError):
+    """A malformed message in a tree; ``message_id`` (None when unknown) locates it in a flat table."""
+
+    def __init__(self, field: str | None, reason: str, message_id: str | None = None) -> None:
+        super().__init__(field, reason)
+        self.args = (field, reason, message_id)  # pickling rebuilds the error from args
+        self.message_id = message_id
+
+
 def convert(row: dict, *, mode: str = "sft", langs: list[str] | None = None) -> list[dict]:
-    """Return the SFT thread or the preference pairs of one tree."""
+    """Return the SFT thread or the preference pairs of one tree; a malformed node raises its `NodeError`."""
+    records, errors, _ = convert_tree(row, mode=mode, langs=langs)
+    if errors:
+        raise errors[0]
+    return records
+
+
+def convert_tree(
+    row: dict, *, mode: str = "sft", langs: list[str] | None = None
+) -> tuple[list[dict], list[NodeError], Counter]:
+    """The records of one tree, the errors of its malformed nodes, and the removed messages by reason.
+
+    Malformed nodes are left out with their subtrees; what remains is converted. Raises SkipRecord when the
+    tree as a whole gives nothing (root removed, language excluded, no assistant reply or ranked pair)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     root, field = (row, "") if "message_id" in row else (row.get("prompt"), "prompt")
     if not isinstance(root, dict):
         raise FieldError(field or "prompt", f"expected a message node, got {type_name(root)}")
-    tree = _prune(root, field, parent_role=None)
+    errors: list[NodeError] = []
+    removed: Counter = Counter()
+    tree = _prune(root, field, None, errors, removed)
     if tree is None:
+        if errors:
+            return [], errors, removed
         raise SkipRecord("oasst_root_removed")
     if langs is not None and tree["lang"] not in langs:
         raise SkipRecord("oasst_lang_excluded")
     if mode == "sft":
-        return _best_thread(tree)
+        try:
+            return _best_thread(tree), errors, removed
+        except SkipRecord:
+            if not errors:
+                raise
+            return [], errors, removed  # the errors explain why nothing is left
     records = []
     _collect_pairs(tree, [], records)
-    if not records:
+    if not records and not errors:
         raise SkipRecord("oasst_no_ranked_pairs")
-    return records
+    return records, errors, removed
 
 
 def is_flat_row(row: dict) -> bool:
@@ -95,22 +130,51 @@ def convert_table(rows: list[dict], **options: object) -> tuple[list[dict], Coun
     skipped: Counter = Counter()
     for tree in trees:
         try:
-            records.extend(convert(tree, **options))
+            tree_records, errors, removed = convert_tree(tree, **options)
         except SkipRecord as skip:
             skipped[skip.reason] += 1
+            continue
+        if errors:
+            raise errors[0]
+        records.extend(tree_records)
+        skipped.update(removed)
     orphans = len(rows) - count_nodes(trees)
     if orphans:
         skipped["orphan_message"] += orphans
     return records, skipped
 
 
-def _prune(node: object, field: str, parent_role: str | None) -> dict | None:
-    """Validate a node and return ``{role, content, rank, lang, replies}`` without removed subtrees."""
-    where = field or "message"
+def _prune(node: object, field: str, parent_role: str | None, errors: list[NodeError], removed: Counter) -> dict | None:
+    """Validate a node and return ``{role, content, rank, lang, replies}`` without removed subtrees.
+
+    A removed node (deleted, failed review, or malformed: appended to `errors`) returns None; it is counted in
+    `removed` by reason, and the messages below it as ``oasst_reply_to_removed``."""
     if not isinstance(node, dict):
-        raise FieldError(where, f"expected a message node, got {type_name(node)}")
-    if node.get("deleted") is True or node.get("review_result") is False:
+        errors.append(NodeError(field or "message", f"expected a message node, got {type_name(node)}"))
         return None
+    if node.get("deleted") is True or node.get("review_result") is False:
+        removed["oasst_deleted" if node.get("deleted") is True else "oasst_review_failed"] += 1
+        removed["oasst_reply_to_removed"] += _below(node)
+        return None
+    try:
+        role, text, rank, replies = _node_fields(node, field, parent_role)
+    except FieldError as err:
+        message_id = node.get("message_id")
+        errors.append(NodeError(err.field, err.reason, message_id if isinstance(message_id, str) else None))
+        removed["oasst_reply_to_removed"] += _below(node)
+        return None
+    children = [_prune(r, _sub(field, f"replies[{i}]"), role, errors, removed) for i, r in enumerate(replies)]
+    return {
+        "role": role,
+        "content": text,
+        "rank": rank,
+        "lang": node.get("lang"),
+        "replies": [c for c in children if c is not None],
+    }
+
+
+def _node_fields(node: dict, field: str, parent_role: str | None) -> tuple[str, str, int | None, list]:
+    """Role (internal name), text, rank and replies of one node; FieldError for the first bad one."""
     role = check_type(node.get("role"), str, _sub(field, "role"))
     if role not in _ROLES:
         raise FieldError(_sub(field, "role"), f"unknown role '{role}'; expected prompter or assistant")
@@ -119,14 +183,13 @@ def _prune(node: object, field: str, parent_role: str | None) -> dict | None:
     text = check_type(node.get("text"), str, _sub(field, "text"))
     replies = node.get("replies") or []
     check_type(replies, list, _sub(field, "replies"))
-    children = [_prune(r, _sub(field, f"replies[{i}]"), _ROLES[role]) for i, r in enumerate(replies)]
-    return {
-        "role": _ROLES[role],
-        "content": text,
-        "rank": _rank(node.get("rank"), _sub(field, "rank")),
-        "lang": node.get("lang"),
-        "replies": [c for c in children if c is not None],
-    }
+    return _ROLES[role], text, _rank(node.get("rank"), _sub(field, "rank")), replies
+
+
+def _below(node: dict) -> int:
+    """Messages in the subtree under `node` (not counting it), tolerating malformed replies."""
+    replies = node.get("replies")
+    return sum(1 + _below(r) for r in replies if isinstance(r, dict)) if isinstance(replies, list) else 0
 
 
 def _sub(field: str, key: str) -> str:
