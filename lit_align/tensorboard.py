@@ -6,13 +6,13 @@ from pathlib import Path
 
 
 def read_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """``{tag: [(step, value), ...]}`` for every scalar in the event files under ``log_dir``, by step."""
+    """``{tag: [(step, value), ...]}`` for every scalar in the event files under ``log_dir``, by step.
+
+    The folder is read as one run, as TensorBoard reads it: a resumed run that continues in its folder writes a
+    second event file whose purge step drops what the first logged after the checkpoint, so each step appears
+    once."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    scalars: dict[str, list[tuple[int, float]]] = {}
-    for events in sorted(Path(log_dir).glob("events.out.tfevents.*")):
-        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        for tag in accumulator.Tags()["scalars"]:
-            scalars.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
-    return {tag: sorted(values) for tag, values in scalars.items()}
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {tag: sorted((e.step, e.value) for e in accumulator.Scalars(tag)) for tag in accumulator.Tags()["scalars"]}

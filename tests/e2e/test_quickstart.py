@@ -97,11 +97,11 @@ def test_dpo_quickstart_and_resume(tmp_path):
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)
     assert isinstance(_generate(model, AutoTokenizer.from_pretrained(run / "hf"), "天空是什么颜色？"), str)
 
-    # Resuming from the last checkpoint continues the step count.
+    # Resuming from the last checkpoint continues the step count, in the same run folder (one curve).
     resumed = _fit(
         "configs/quickstart/dpo.yaml", tmp_path,
         "--trainer.max_steps=28", "--trainer.val_check_interval=24", "--data.max_val_examples=48",
         f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
     )  # fmt: skip
     steps = [s for s, _ in read_scalars(resumed)["train/loss"]]
-    assert steps[0] == 24 and steps[-1] == 27
+    assert resumed == run and steps == list(range(28))
