@@ -11,16 +11,26 @@ import sys
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
+from lit_align.callbacks.checkpoint import AlignModelCheckpoint
+from lit_align.callbacks.run_folder import LatestRunLink, continue_run_folder
+from lit_align.checks import ConfigError, check_run_length, config_error_in
+from lit_align.cli_errors import AlignArgumentParser
+from lit_align.console import default_progress_bar, quiet_library_notices
 from lit_align.data.datamodule import AlignDataModule
 from lit_align.legacy import upgrade_hparams
 from lit_align.modules.base import AlignModule
+from lit_align.run_config import SaveRunConfig
 from lit_align.strategies import release_engine
 
 
 class AlignCLI(LightningCLI):
+    def __init__(self, *args, parser_class=AlignArgumentParser, **kwargs) -> None:
+        # A parse error is printed first and alone, with a suggestion (lit_align/cli_errors.py).
+        super().__init__(*args, parser_class=parser_class, **kwargs)
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument(
             "--validate_before_training",
@@ -29,8 +39,9 @@ class AlignCLI(LightningCLI):
             help="Run the validation loop once before the first step, so curves start at step 0.",
         )
         # Checkpointing has its own `checkpoint:` section so that `trainer.callbacks` stays free for the
-        # fragments under callbacks/.
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # fragments under callbacks/. Lightning's ModelCheckpoint, except that last.ckpt is the latest state at
+        # every save and at the end (with a monitor, Lightning's leaves it at the last improvement).
+        parser.add_lightning_class_args(AlignModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
@@ -69,6 +80,44 @@ class AlignCLI(LightningCLI):
             sys.stderr.write(f"The hyper-parameters stored in {ckpt_path} do not fit the recipe's model (above).\n")
             raise
 
+    def instantiate_classes(self) -> None:
+        """LightningCLI's, with a setting that cannot work (`ConfigError`, raised by the constructors) printed as one
+        ``error:`` line and exit code 2, like a parse error, instead of a traceback through jsonargparse."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        try:
+            if self.subcommand in (None, "fit"):
+                check_run_length(config.trainer.get("max_steps"), config.trainer.get("max_epochs"))
+            super().instantiate_classes()
+        except ValueError as error:
+            if (cause := config_error_in(error)) is None:
+                raise
+            sys.stderr.write(f"error: {cause}\n")
+            sys.exit(2)
+
+    def before_instantiate_classes(self) -> None:
+        """``fit --ckpt_path <experiment>/version_N/checkpoints/...`` logs into ``version_N`` again when the
+        recipe's TensorBoard logger writes to ``<experiment>`` (see `lit_align.callbacks.run_folder`)."""
+        config = self.config.get("fit") if self.subcommand == "fit" else None
+        if config is not None and config.get("ckpt_path"):
+            continue_run_folder(config.trainer.get("logger"), config.ckpt_path)
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        if trainer.logger is not None:
+            # First, so that the checkpoint callbacks stay last (Lightning orders them so when it builds the trainer).
+            trainer.callbacks.insert(0, LatestRunLink())
+        return trainer
+
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        if config.get("enable_checkpointing") is False:
+            # The `checkpoint:` section always builds a ModelCheckpoint, which Lightning refuses beside
+            # enable_checkpointing: false. Off means off: no checkpoint callback (the hf/ export is still written).
+            callbacks = [callback for callback in callbacks if not isinstance(callback, ModelCheckpoint)]
+        own = [*(config.get("callbacks") or []), *callbacks]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in own):
+            callbacks = [*callbacks, default_progress_bar()]  # no v_num, no "Epoch 0/-2" (lit_align/console.py)
+        return super()._instantiate_trainer(config, callbacks)
+
     def before_fit(self) -> None:
         # Not when resuming: the checkpoint's weights are only loaded inside `fit`.
         if self.config.fit.get("validate_before_training") and not self.config.fit.get("ckpt_path"):
@@ -96,14 +145,19 @@ def main(args: list[str] | None = None) -> None:
         sys.path.insert(0, os.getcwd())
     # Tokenisation happens before DataLoader workers fork; without this, tokenizers warns in every worker.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    AlignCLI(
-        AlignModule,
-        AlignDataModule,
-        subclass_mode_model=True,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-        args=args,
-    )
+    quiet_library_notices()
+    try:
+        AlignCLI(
+            AlignModule,
+            AlignDataModule,
+            subclass_mode_model=True,
+            save_config_callback=SaveRunConfig,  # never replaces a file the run did not write
+            auto_configure_optimizers=False,
+            args=args,
+        )
+    except ConfigError as error:  # found once the run has started (e.g. where it would write): one line, too
+        sys.stderr.write(f"error: {error}\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

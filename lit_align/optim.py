@@ -10,7 +10,10 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import nn
+
+from lit_align.checks import ConfigError, check_at_least, check_between, check_positive
 
 
 @dataclass
@@ -25,6 +28,15 @@ class LRSchedule:
     """Warmup as a fraction of all optimizer steps (used when ``warmup_steps`` is 0)."""
     min_lr_ratio: float = 0.0
     """Final learning rate as a fraction of the peak."""
+
+    def __post_init__(self) -> None:
+        # Refused when the run is built, not at the first step after the data and the model have loaded.
+        key = "model.init_args.lr_schedule"
+        if self.kind not in ("cosine", "linear", "constant"):
+            raise ConfigError(f"{key}.kind must be cosine, linear or constant, got {self.kind!r}")
+        check_at_least(f"{key}.warmup_steps", self.warmup_steps, 0)
+        check_between(f"{key}.warmup_ratio", self.warmup_ratio, 0, 1, high_open=True, why=" (a share of all steps)")
+        check_between(f"{key}.min_lr_ratio", self.min_lr_ratio, 0, 1, why=" (a share of the peak learning rate)")
 
     def warmup_for(self, total_steps: int) -> int:
         return self.warmup_steps or math.ceil(self.warmup_ratio * total_steps)
@@ -67,3 +79,25 @@ def parameter_groups(model: nn.Module) -> list[dict]:
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return groups
+
+
+def check_optimizer(optimizer) -> None:
+    """Refuse an optimizer setting that cannot train, before any model is loaded.
+
+    ``optimizer`` is what the CLI passes (a ``functools.partial`` of the class with its ``init_args``) or a class.
+    The learning rate must be a finite number above 0 (torch accepts 0, which trains nothing and still ends with
+    exit 0). A ``torch.optim`` optimizer is also built once on a dummy parameter, so torch's own checks (betas,
+    eps, weight_decay) fail now; other optimizers (DeepSpeed's, bitsandbytes') may need a GPU to be built.
+    """
+    key = "model.init_args.optimizer.init_args"
+    keywords = getattr(optimizer, "keywords", {}) or {}
+    classes = [a for a in getattr(optimizer, "args", ()) if isinstance(a, type)]
+    cls = classes[-1] if classes else getattr(optimizer, "func", optimizer)  # jsonargparse's partial, or a plain one
+    if "lr" in keywords:
+        lr = keywords["lr"]
+        check_positive(f"{key}.lr", float(lr) if isinstance(lr, torch.Tensor) else lr, why=" (the learning rate)")
+    if isinstance(cls, type) and cls.__module__.startswith("torch.optim"):
+        try:
+            optimizer([nn.Parameter(torch.zeros(1))])
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"{key}: {cls.__name__} refuses these settings: {error}") from error

@@ -9,13 +9,17 @@ the LoRA adapter trains.
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
 
-from lit_align.tokenizer import resolve_path
+from lit_align.tokenizer import check_model_path
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +114,17 @@ def load_causal_lm(settings: ModelSettings | str, *, vocab_size: int | None = No
         if empty:
             raise ValueError("empty (meta-device) loading does not support 4-bit quantization")
         kwargs["quantization_config"] = quantization.to_transformers()
+    check_model_path(name_or_path, "model path")  # the modules check theirs with the setting's key first
+    # As given (not made absolute): from_pretrained records it, and a LoRA export's adapter_config.json with it.
+    path = os.path.expanduser(name_or_path)
     if empty:
-        config = AutoConfig.from_pretrained(resolve_path(name_or_path), trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         if kwargs.get("dtype") == "auto":
             del kwargs["dtype"]  # from_config's default is already the config's dtype
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, **kwargs)
     else:
-        model = AutoModelForCausalLM.from_pretrained(resolve_path(name_or_path), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if vocab_size is not None and vocab_size > model.get_input_embeddings().weight.shape[0]:
         log.info("resizing token embeddings of %s to %d for the tokenizer", name_or_path, vocab_size)
         # The new rows' mean-and-covariance draw needs real numbers; an empty model only needs the shape.
@@ -127,7 +134,8 @@ def load_causal_lm(settings: ModelSettings | str, *, vocab_size: int | None = No
 
 
 def add_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
-    from peft import LoraConfig, get_peft_model
+    with _quiet_bitsandbytes_import():
+        from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
         r=settings.r,
@@ -137,7 +145,28 @@ def add_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
         modules_to_save=list(settings.modules_to_save) or None,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # PEFT's own call into transformers 5 (`model.is_gradient_checkpointing`), not ours or the user's.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, config)
+
+
+@contextmanager
+def _quiet_bitsandbytes_import():
+    """PEFT imports bitsandbytes whenever it is installed, and on a CPU with AVX512-BF16 that import logs "Failed to
+    load CPU gemm_4bit_forward from kernels-community" (an optional kernel package for 4-bit matmuls). With a 4-bit
+    model, `load_causal_lm` has imported bitsandbytes already and the notice has shown; otherwise no 4-bit weight
+    exists in this run, the notice is noise, and it is silenced for the import."""
+    if "bitsandbytes" in sys.modules:
+        yield
+        return
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def prepare_for_kbit_training(model: nn.Module, gradient_checkpointing: bool) -> None:
@@ -154,11 +183,11 @@ def prepare_for_kbit_training(model: nn.Module, gradient_checkpointing: bool) ->
     from bitsandbytes.nn import Linear4bit
     from peft import prepare_model_for_kbit_training
 
-    prepare_model_for_kbit_training(
-        model,
-        use_gradient_checkpointing=gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-    )
+    # Checkpointing is turned on here rather than by PEFT: with use_reentrant=False PEFT would only call
+    # transformers' deprecated `gradient_checkpointing_enable` (its input-grad hook is for reentrant checkpointing).
+    prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     for module in model.modules():
         if isinstance(module, Linear4bit):
             module.support_avx512bf16_for_cpu = False
@@ -166,7 +195,11 @@ def prepare_for_kbit_training(model: nn.Module, gradient_checkpointing: bool) ->
 
 def enable_gradient_checkpointing(model: nn.Module) -> None:
     # Non-reentrant checkpointing works with frozen inputs (LoRA) and with torch.compile; reentrant does not.
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5 renamed it (the old name warns)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def disable_dropout(model: nn.Module) -> None:

@@ -17,6 +17,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
+from lit_align.checks import ConfigError, check_between
 from lit_align.models.loading import (
     LoraSettings,
     ModelSettings,
@@ -30,8 +31,8 @@ from lit_align.models.sharding import check_same_layout, is_dtensor, load_from_r
 from lit_align.models.zero3 import full_numel, is_partitioned, reset_lora_weights, zero3_config, zero3_loading
 from lit_align.modules.checkpointing import SlimCheckpoints
 from lit_align.modules.nonfinite import NonFiniteLossPolicy
-from lit_align.optim import LRSchedule, lr_factor, parameter_groups
-from lit_align.tokenizer import load_tokenizer
+from lit_align.optim import LRSchedule, check_optimizer, lr_factor, parameter_groups
+from lit_align.tokenizer import TOKENIZER_FILES, check_model_path, load_tokenizer
 
 
 class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
@@ -54,7 +55,11 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
         lr_schedule: Warmup and decay of the learning rate, stepped every optimizer step.
         on_nonfinite_loss: What a NaN or infinite training loss does: ``stop`` raises an error naming the step
             and batch; ``skip`` drops that batch (no gradient from it) and counts it in
-            ``train/skipped_nonfinite_steps``. Every rank makes the same choice.
+            ``train/skipped_nonfinite_steps``. Every rank makes the same choice. Under both, a non-finite gradient
+            or weight stops the run (see `lit_align.modules.nonfinite`).
+        max_skipped_fraction: With ``skip``: the run stops once more than this share of the last 50 training
+            batches were skipped (0.1: at most 5 of any 50, and 5 in all while the run is shorter). A run that
+            skips more has diverged. 0 stops at the first skip; 1 never stops for skipping alone.
     """
 
     data_task: str = "sft"
@@ -73,6 +78,7 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_schedule: LRSchedule | None = None,
         on_nonfinite_loss: Literal["stop", "skip"] = "stop",
+        max_skipped_fraction: float = 0.1,
     ) -> None:
         super().__init__()
         self.model_name_or_path = model_name_or_path
@@ -89,12 +95,15 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
             )
         if on_nonfinite_loss not in ("stop", "skip"):
             raise ValueError(f"on_nonfinite_loss must be 'stop' or 'skip', got {on_nonfinite_loss!r}")
+        check_between("model.init_args.max_skipped_fraction", max_skipped_fraction, 0, 1)
         self.on_nonfinite_loss = on_nonfinite_loss
+        self.max_skipped_fraction = max_skipped_fraction
         self.reset_nonfinite_counts()
         self.gradient_checkpointing = gradient_checkpointing
+        check_optimizer(optimizer)  # a learning rate of 0 or below stops here, not after the model has loaded
         self.optimizer_factory = optimizer
         self.lr_schedule = lr_schedule or LRSchedule()
-        self.tokenizer = load_tokenizer(self.tokenizer_path, trust_remote_code=trust_remote_code)
+        self.tokenizer = _load_checked_tokenizer(model_name_or_path, tokenizer_name_or_path, trust_remote_code)
         self.policy: torch.nn.Module | None = None
         self._load_empty = False  # set by configure_model on the FSDP2 ranks that receive the weights
         # Collects the arguments of the whole subclass chain. Plain data only: checkpoints must load with
@@ -104,6 +113,9 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
         for key, value in list(self.hparams.items()):
             if dataclasses.is_dataclass(value):
                 self.hparams[key] = dataclasses.asdict(value)
+            elif key.endswith("_name_or_path") and key != "tokenizer_name_or_path" and isinstance(value, str):
+                # A subclass's other models (the preference module's reference): a typo stops the run now.
+                check_model_path(value, f"model.init_args.{key}")
 
     # ---- model construction -------------------------------------------------------------------------------
 
@@ -206,3 +218,16 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
 
     def log_learning_rate(self) -> None:
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+
+def _load_checked_tokenizer(model_name_or_path: str, tokenizer_name_or_path: str | None, trust_remote_code: bool):
+    """The run's tokenizer, after checking both paths; a path that cannot load is an error naming its setting."""
+    check_model_path(model_name_or_path, "model.init_args.model_name_or_path")
+    key = "model.init_args.model_name_or_path"
+    if tokenizer_name_or_path is not None:
+        key = "model.init_args.tokenizer_name_or_path"
+        check_model_path(tokenizer_name_or_path, key, files=TOKENIZER_FILES)
+    try:
+        return load_tokenizer(tokenizer_name_or_path or model_name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:  # no tokenizer files, no chat template, no such hub repository, ...
+        raise ConfigError(f"{key}: the tokenizer does not load: {error}") from error

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_align.models.sharding import full_state_dict, is_sharded
 from lit_align.models.zero3 import gathered_state_dict, is_partitioned
+from lit_align.modules.nonfinite import nonfinite_names
 
 
 class SlimCheckpoints(LightningModule):
@@ -53,7 +54,6 @@ class SlimCheckpoints(LightningModule):
         """Leave frozen weights out: they are reloaded from ``model_name_or_path``, so a LoRA checkpoint of a
         7B model holds megabytes, not 14 GB. (Sharded models: ``state_dict`` has left them out already;
         DeepSpeed: its ``exclude_frozen_parameters``.)"""
-        checkpoint["skipped_nonfinite_steps"] = self.skipped_nonfinite_steps
         if is_sharded(self):
             return
         state = checkpoint["state_dict"]
@@ -62,7 +62,6 @@ class SlimCheckpoints(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # configure_model has already loaded the frozen weights; put them back so strict loading holds.
-        self.skipped_nonfinite_steps = checkpoint.get("skipped_nonfinite_steps", 0)
         state = checkpoint.get("state_dict")
         if state is None:
             return  # FSDP2 and DeepSpeed checkpoints: the strategy has loaded the weights itself
@@ -79,17 +78,43 @@ class SlimCheckpoints(LightningModule):
             state_dict = full_state_dict(self.policy, trainable_only=self.lora is not None)
         elif log_dir is not None and is_partitioned(self.policy):  # DeepSpeed ZeRO-3, the same
             state_dict = gathered_state_dict(self.policy, trainable_only=self.lora is not None)
+        self._refuse_nonfinite_export(log_dir, state_dict)
         if self.trainer.is_global_zero and log_dir is not None:
             out = Path(log_dir) / "hf"
             self.export_pretrained(out, state_dict=state_dict)
             rank_zero_info(f"Hugging Face export written to {out}")
         self.trainer.strategy.barrier()
 
+    def _refuse_nonfinite_export(self, log_dir: str | None, state_dict: dict[str, torch.Tensor] | None) -> None:
+        """Raise, on every rank, instead of writing an export that holds NaN or inf. The weights are checked after
+        every optimizer step already; this is the last line for whatever got past that (weights loaded broken,
+        a module that changes them outside the optimizer). A collective: every rank must call it."""
+        bad, total = [], 0
+        if self.trainer.is_global_zero and log_dir is not None:
+            tensors = state_dict if state_dict is not None else self.policy.state_dict()
+            bad, total = nonfinite_names(tensors.items()), len(tensors)
+        if self.trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
+            shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+            raise FloatingPointError(
+                f"not writing the Hugging Face export to {Path(log_dir) / 'hf'}: {len(bad)} of {total} tensors "
+                f"hold NaN or inf (first: {shown}). Train again from a checkpoint saved before the weights broke, "
+                "or from the start with a lower learning rate."
+            )
+
     def export_pretrained(self, out: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """``save_pretrained`` of the adapter (with LoRA) or the full model, plus the tokenizer, in safetensors.
-        ``state_dict`` replaces the policy's own (the gathered weights of a sharded policy)."""
+        ``state_dict`` replaces the policy's own (the gathered weights of a sharded policy).
+
+        A LoRA export's ``adapter_config.json`` names its base model as the user gave it in
+        ``model_name_or_path``: a hub name, or the path as written (``assets/tiny-chat``, relative to the working
+        directory of the run), never an absolute path made from it, so a clone or a run folder can be moved.
+        ``AutoPeftModelForCausalLM.from_pretrained("<run>/hf")`` then loads from the same working directory as the
+        run (for a relative path) or from anywhere (a hub name, an absolute path).
+        """
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        for config in (getattr(self.policy, "peft_config", None) or {}).values():
+            config.base_model_name_or_path = self.model_name_or_path
         extra = {} if state_dict is None else {"state_dict": state_dict}
         self.policy.save_pretrained(out, safe_serialization=True, **extra)
         self.tokenizer.save_pretrained(out)
