@@ -20,10 +20,14 @@ from lit_align.checks import ConfigError, check_run_length, config_error_in
 from lit_align.cli_errors import AlignArgumentParser
 from lit_align.console import default_progress_bar, quiet_library_notices
 from lit_align.data.datamodule import AlignDataModule
+from lit_align.data.errors import DataFormatError
 from lit_align.legacy import upgrade_hparams
 from lit_align.modules.base import AlignModule
 from lit_align.run_config import SaveRunConfig
 from lit_align.strategies import release_engine
+
+RUN_STOPPERS = (DataFormatError, FloatingPointError)
+"""Errors lit_align raises to stop a run with a complete message; `main` prints them alone."""
 
 
 class AlignCLI(LightningCLI):
@@ -158,6 +162,13 @@ def main(args: list[str] | None = None) -> None:
     except ConfigError as error:  # found once the run has started (e.g. where it would write): one line, too
         sys.stderr.write(f"error: {error}\n")
         sys.exit(2)
+    except RUN_STOPPERS as error:
+        # Our own stops (a bad record: file, line, field; a non-finite loss: step, batch, what to change) say all a
+        # user needs; the traceback through Lightning and the data pipeline only buries the message.
+        if os.environ.get("LIT_ALIGN_TRACEBACK"):
+            raise
+        sys.stderr.write(f"error: {error}\n(LIT_ALIGN_TRACEBACK=1 shows where it was raised)\n")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Export a run as a Hugging Face model directory, merging a LoRA adapter into the base weights if asked.
 
-    python scripts/export.py --checkpoint logs/quickstart-dpo/version_0/hf --merge
-    python scripts/export.py --checkpoint logs/quickstart-dpo/version_0/checkpoints/last.ckpt --merge --output DIR
+    python scripts/export.py --checkpoint logs/quickstart-dpo/latest/hf --merge
+    python scripts/export.py --checkpoint logs/quickstart-dpo/latest/checkpoints/last.ckpt --merge --output DIR
 
 `--checkpoint` is either a run's `hf/` export or a Lightning checkpoint (the run's `config.yaml` beside its
 `checkpoints/` folder says which model and adapter to rebuild; the checkpoint is read with

@@ -107,3 +107,23 @@ def test_a_class_path_that_does_not_import(capsys):
     assert lines[0] == (
         "error: model.init_args.loss.class_path: lit_align.losses has no class 'DPOLos'; did you mean `DPOLoss`?"
     )
+
+
+def test_a_bad_record_stops_the_run_with_its_message_alone(tmp_path, monkeypatch, capsys):
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"prompt": "hi", "chosen": "hello"}\n', encoding="utf-8")  # no rejected answer
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["fit", "--config", QUICKSTART_DPO, f"--data.train=[{{path: {bad}, format: preference}}]",
+             f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}", "--trainer.enable_progress_bar=false"]
+        )  # fmt: skip
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert f"error: {bad}:1: field 'rejected': missing" in err and "Traceback" not in err
+    monkeypatch.setenv("LIT_ALIGN_TRACEBACK", "1")  # and the traceback is there for whoever wants it
+    with pytest.raises(ValueError, match="field 'rejected'"):
+        main(
+            ["fit", "--config", QUICKSTART_DPO, f"--data.train=[{{path: {bad}, format: preference}}]",
+             f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}", "--trainer.enable_progress_bar=false"]
+        )  # fmt: skip
