@@ -26,8 +26,9 @@ from lit_align.modules.base import AlignModule
 from lit_align.run_config import SaveRunConfig
 from lit_align.strategies import release_engine
 
-RUN_STOPPERS = (DataFormatError, FloatingPointError)
-"""Errors lit_align raises to stop a run with a complete message; `main` prints them alone."""
+RUN_STOPPERS = (DataFormatError, FloatingPointError, FileNotFoundError, ConnectionError)
+"""Errors that stop a run with a complete message (lit_align's own: a bad record, a non-finite run, a data path
+that is missing or a hub that cannot be reached); `main` prints them alone."""
 
 
 class AlignCLI(LightningCLI):
