@@ -27,6 +27,7 @@ from lit_align.data.card import (
 )
 from lit_align.data.collate import PreferenceCollator, SFTCollator
 from lit_align.data.curriculum import CurriculumStage
+from lit_align.data.loader import ResumableDataLoader
 from lit_align.data.prepare import DataSource, PreparedData, PrepareSettings, prepare_sources
 from lit_align.data.sampler import LengthBucketBatchSampler
 from lit_align.tokenizer import load_tokenizer
@@ -34,23 +35,6 @@ from lit_align.tokenizer import load_tokenizer
 log = logging.getLogger(__name__)
 
 __all__ = ["AlignDataModule", "DataSource"]
-
-
-class ResumableDataLoader(DataLoader):
-    """The training loader, marked as resumable mid-epoch for Lightning.
-
-    Lightning warns that a run resumed mid-epoch "is not resumable" unless every training loader has
-    ``state_dict``/``load_state_dict`` (its ``_Stateful`` protocol), and then saves and reloads what they return.
-    This loader's position is its batch sampler's, which ``AlignDataModule.state_dict`` already saves with the
-    trainer's count of batches actually processed (a loader with workers is ahead of training, and cannot know
-    that count), and restores before the first batch. So the loader's own state is empty: one copy of the
-    position per checkpoint, and checkpoints written before this class resume alike."""
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Nothing to do: ``AlignDataModule.load_state_dict`` has positioned the sampler."""
 
 
 class AlignDataModule(LightningDataModule):
