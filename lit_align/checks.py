@@ -8,7 +8,9 @@ stops within seconds; `ConfigError` is what the CLI prints as one ``error:`` lin
 from __future__ import annotations
 
 import math
+import traceback
 from numbers import Real
+from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -62,12 +64,33 @@ def check_run_length(max_steps, max_epochs) -> None:
 
 
 def config_error_in(error: BaseException) -> ConfigError | None:
-    """The `ConfigError` that caused ``error``, if any: jsonargparse re-raises what a constructor raised inside a
-    ``ValueError`` of its own (an optional model is a ``Union`` with ``None``) and keeps ours as the cause."""
+    """The settings error that caused ``error``, if any: jsonargparse re-raises what a constructor raised inside a
+    ``ValueError`` of its own (an optional model is a ``Union`` with ``None``) and keeps ours as the cause.
+
+    A `ConfigError` is returned as it is. A plain ``ValueError`` raised inside lit_align while an object was built
+    (a loss refusing ``label_smoothing: 0.7``: the losses import only torch, not this file) becomes one, prefixed
+    with the class whose constructor refused it."""
     seen: set[int] = set()
+    ours = None
     while error is not None and id(error) not in seen:
         if isinstance(error, ConfigError):
             return error
+        if ours is None and type(error) is ValueError and (owner := _refusing_class(error)) is not None:
+            ours = ConfigError(f"{owner}: {error}")
         seen.add(id(error))
         error = error.__cause__ or error.__context__
+    return ours
+
+
+def _refusing_class(error: BaseException) -> str | None:
+    """Name of the lit_align class whose ``__init__`` is on ``error``'s stack when the error was raised inside
+    lit_align, else None (an error from a library or a bug elsewhere keeps its traceback)."""
+    package = str(Path(__file__).parent)
+    frames = list(traceback.walk_tb(error.__traceback__))
+    if not frames or not frames[-1][0].f_code.co_filename.startswith(package):
+        return None
+    for frame, _ in reversed(frames):
+        owner = frame.f_locals.get("self")
+        if frame.f_code.co_name == "__init__" and frame.f_code.co_filename.startswith(package) and owner is not None:
+            return type(owner).__name__
     return None

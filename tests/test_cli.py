@@ -127,3 +127,12 @@ def test_a_bad_record_stops_the_run_with_its_message_alone(tmp_path, monkeypatch
             ["fit", "--config", QUICKSTART_DPO, f"--data.train=[{{path: {bad}, format: preference}}]",
              f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}", "--trainer.enable_progress_bar=false"]
         )  # fmt: skip
+
+
+def test_a_loss_refusing_its_settings_is_one_line_naming_the_loss(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", QUICKSTART_DPO, "--model.init_args.loss.init_args.label_smoothing", "0.7",
+              f"--trainer.logger.init_args.save_dir={tmp_path}"])  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: DPOLoss: label_smoothing must be in [0, 0.5), got 0.7" in err and "Traceback" not in err
