@@ -9,6 +9,8 @@ from torch.utils.data import DataLoader
 
 from lit_align.callbacks.checkpoint import AlignModelCheckpoint
 
+from ..e2e.test_resume import StopAtStep
+
 
 class ScriptedScore(LightningModule):
     """Trains one weight with SGD; validation logs ``val/score`` from ``scores``, one per validation."""
@@ -111,15 +113,6 @@ class StepsLogged(Logger):
     def log_metrics(self, metrics, step=None) -> None:
         if "train/loss" in metrics:
             self.steps.append(step)
-
-
-class StopAtStep(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
 
 
 def test_a_run_resumed_from_the_validation_run_at_a_stop_logs_at_the_right_steps(tmp_path):
