@@ -1,8 +1,10 @@
-"""Pad tokenised examples into batches.
+"""Tokenised examples into batches: padded, or packed (padding-free).
 
 Padding is on the right with the tokenizer's pad id, attention mask 0 and label -100, so padded positions
-carry neither attention nor loss. A preference batch stacks all chosen sequences, then all rejected ones,
-padded to one length: the module runs them through the model in a single forward (see `lit_align.data.batch`).
+carry neither attention nor loss. Packing (``data.packing``) puts every sequence of the batch end to end in one
+row, with positions restarting at 0 for each; each sequence's first token gets label -100, as it has in a padded
+row, where nothing predicts it. A preference batch holds all chosen sequences, then all rejected ones: the module
+runs them through the model in a single forward (see `lit_align.data.batch`).
 """
 
 from __future__ import annotations
@@ -36,24 +38,52 @@ def pad_batch(
     }
 
 
-class SFTCollator:
-    """Examples ``{"input_ids", "labels"}`` to a padded `SequenceBatch`."""
+def pack_batch(
+    input_ids: list[list[int]], labels: list[list[int]], pad_token_id: int, pad_to_multiple_of: int | None = None
+) -> dict:
+    """Every sequence end to end in one row: ``input_ids``, ``attention_mask``, ``labels``, ``position_ids``,
+    ``sequence_ids`` (``[1, total]``) and ``packed_sequences``. With ``pad_to_multiple_of`` the row ends in
+    padding (sequence id -1, its own positions from 0, so it attends to nothing real)."""
+    total = sum(len(ids) for ids in input_ids)
+    padding = _padded_length([total], pad_to_multiple_of) - total
+    flat_ids, flat_labels, positions, owners = [], [], [], []
+    for number, (ids, row_labels) in enumerate(zip(input_ids, labels, strict=True)):
+        flat_ids += ids
+        flat_labels += [IGNORE_INDEX] + row_labels[1:]
+        positions += range(len(ids))
+        owners += [number] * len(ids)
+    return {
+        "input_ids": torch.tensor([flat_ids + [pad_token_id] * padding]),
+        "attention_mask": torch.tensor([[1] * total + [0] * padding]),
+        "labels": torch.tensor([flat_labels + [IGNORE_INDEX] * padding]),
+        "position_ids": torch.tensor([positions + list(range(padding))]),
+        "sequence_ids": torch.tensor([owners + [-1] * padding]),
+        "packed_sequences": len(input_ids),
+    }
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
+
+class SFTCollator:
+    """Examples ``{"input_ids", "labels"}`` to a `SequenceBatch`, padded or (``packing``) packed."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, packing: bool = False) -> None:
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.packing = packing
+
+    def _layout(self, input_ids: list[list[int]], labels: list[list[int]]) -> dict:
+        layout = pack_batch if self.packing else pad_batch
+        return layout(input_ids, labels, self.pad_token_id, self.pad_to_multiple_of)
 
     def __call__(self, examples: list[dict]) -> SequenceBatch:
-        ids, labels = [e["input_ids"] for e in examples], [e["labels"] for e in examples]
-        return SequenceBatch(**pad_batch(ids, labels, self.pad_token_id, self.pad_to_multiple_of))
+        return SequenceBatch(**self._layout([e["input_ids"] for e in examples], [e["labels"] for e in examples]))
 
 
 class PreferenceCollator(SFTCollator):
     """Pairs ``{"chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"}`` to a
-    `PreferenceBatch` of ``2 * n`` rows: the chosen sequences, then the rejected ones, in pair order.
+    `PreferenceBatch` of ``2 * n`` sequences: the chosen ones, then the rejected ones, in pair order.
 
     Examples that also hold ``guided_chosen_input_ids`` etc. (``data.guidance_text``) add ``guided``, a
-    `PreferenceBatch` of the guided pairs padded to their own length.
+    `PreferenceBatch` of the guided pairs, padded to their own length or packed.
 
     Examples that carry their identity (``index`` in their split's example list and ``split``, as the data module
     gives them) add ``index``, a LongTensor ``[n]`` in pair order, and ``split``: the module looks up
@@ -76,4 +106,4 @@ class PreferenceCollator(SFTCollator):
     def _pairs(self, examples: list[dict], prefix: str) -> PreferenceBatch:
         ids = [e[f"{prefix}chosen_input_ids"] for e in examples] + [e[f"{prefix}rejected_input_ids"] for e in examples]
         labels = [e[f"{prefix}chosen_labels"] for e in examples] + [e[f"{prefix}rejected_labels"] for e in examples]
-        return PreferenceBatch(**pad_batch(ids, labels, self.pad_token_id, self.pad_to_multiple_of))
+        return PreferenceBatch(**self._layout(ids, labels))

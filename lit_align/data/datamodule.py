@@ -72,7 +72,12 @@ class AlignDataModule(LightningDataModule):
         curriculum: Stages with an end (``until``: batch index, or fraction of the first epoch) and their own
             source or bucket weights.
         seed: Seed of the batch plan (with the epoch, it fixes every batch).
-        pad_to_multiple_of: Round padded lengths up (8 suits tensor cores).
+        pad_to_multiple_of: Round padded lengths up (8 suits tensor cores); with ``packing``, the packed row's.
+        packing: Padding-free batches: every sequence of a batch end to end in one row, positions restarting at
+            0 for each, attention kept inside each sequence (see `lit_align.data.batch`). The same log-probs and
+            losses as padded batches, without computing padding. Flash-attention's variable-length kernel runs it
+            on GPU; under SDPA or eager attention transformers builds a block-diagonal mask, whose cost grows with
+            the square of the row's length. The module checks once that the model keeps packed sequences apart.
         separate_val_sets: With several ``val`` sources, validate each on its own and log the first under
             ``val/`` and the others under ``val_<name>/`` (e.g. ``val_hh_rlhf/rewards/accuracies``).
         guidance_text: Preference data only: also tokenise every pair with this instruction in the system
@@ -102,6 +107,7 @@ class AlignDataModule(LightningDataModule):
         curriculum: list[CurriculumStage] | None = None,
         seed: int = 42,
         pad_to_multiple_of: int | None = None,
+        packing: bool = False,
         guidance_text: str | None = None,
         separate_val_sets: bool = False,
         max_truncated_fraction: float = 0.2,
@@ -144,6 +150,7 @@ class AlignDataModule(LightningDataModule):
         self.curriculum = list(curriculum or [])
         self.seed = seed
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.packing = packing
         self.separate_val_sets = separate_val_sets
         self.tokenizer = None
         self.train_data: PreparedData | None = None
@@ -261,7 +268,7 @@ class AlignDataModule(LightningDataModule):
 
     def _collator(self):
         kind = PreferenceCollator if self.settings.task == "preference" else SFTCollator
-        return kind(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
+        return kind(self.tokenizer.pad_token_id, self.pad_to_multiple_of, self.packing)
 
     def examples_dataloader(self, examples: list[dict]) -> DataLoader:
         """``examples`` in the order given, ``eval_batch_size`` at a time, padded by the run's collator: for

@@ -17,7 +17,8 @@ from lightning.pytorch.strategies import DeepSpeedStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
-from lit_align.checks import ConfigError, check_between
+from lit_align.checks import ConfigError, check_at_least, check_between
+from lit_align.models.label_logps import label_token_logps
 from lit_align.models.loading import (
     LoraSettings,
     ModelSettings,
@@ -27,6 +28,8 @@ from lit_align.models.loading import (
     load_causal_lm,
     prepare_for_kbit_training,
 )
+from lit_align.models.packed_attention import PACKED_SDPA, use_packed_sdpa
+from lit_align.models.packing import check_packed_attention
 from lit_align.models.sharding import check_same_layout, is_dtensor, load_from_rank_zero, shard_model
 from lit_align.models.zero3 import full_numel, is_partitioned, reset_lora_weights, zero3_config, zero3_loading
 from lit_align.modules.checkpointing import SlimCheckpoints
@@ -60,6 +63,10 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
         max_skipped_fraction: With ``skip``: the run stops once more than this share of the last 50 training
             batches were skipped (0.1: at most 5 of any 50, and 5 in all while the run is shorter). A run that
             skips more has diverged. 0 stops at the first skip; 1 never stops for skipping alone.
+        logps_chunk_size: Label positions whose logits are computed at once. Log-probs come from the final hidden
+            states, the output head applied chunk by chunk and recomputed in the backward pass, so the batch's
+            full-vocabulary logits never exist (`lit_align.models.label_logps`). ``None`` sizes chunks to 256 MiB of
+            float32 logits (441 positions at a 151,936-token vocabulary); 0 takes the model's full logits instead.
     """
 
     data_task: str = "sft"
@@ -79,6 +86,7 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
         lr_schedule: LRSchedule | None = None,
         on_nonfinite_loss: Literal["stop", "skip"] = "stop",
         max_skipped_fraction: float = 0.1,
+        logps_chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         self.model_name_or_path = model_name_or_path
@@ -100,11 +108,15 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
         self.max_skipped_fraction = max_skipped_fraction
         self.reset_nonfinite_counts()
         self.gradient_checkpointing = gradient_checkpointing
+        if logps_chunk_size is not None:
+            check_at_least("model.init_args.logps_chunk_size", logps_chunk_size, 0)
+        self.logps_chunk_size = logps_chunk_size
         check_optimizer(optimizer)  # a learning rate of 0 or below stops here, not after the model has loaded
         self.optimizer_factory = optimizer
         self.lr_schedule = lr_schedule or LRSchedule()
         self.tokenizer = _load_checked_tokenizer(model_name_or_path, tokenizer_name_or_path, trust_remote_code)
         self.policy: torch.nn.Module | None = None
+        self._packing_checked = False
         self._load_empty = False  # set by configure_model on the FSDP2 ranks that receive the weights
         # Collects the arguments of the whole subclass chain. Plain data only: checkpoints must load with
         # torch.load(weights_only=True), so dataclasses become dicts, and the optimizer callable and the loss
@@ -189,6 +201,8 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
         if name_or_path is not None:
             settings = dataclasses.replace(settings, name_or_path=name_or_path)
         model = load_causal_lm(settings, vocab_size=len(self.tokenizer), empty=self._load_empty)
+        if self._data_packing() and use_packed_sdpa(model):
+            rank_zero_info(f"data.packing: {settings.name_or_path} runs {PACKED_SDPA}")
         if self.quantization is not None:
             prepare_for_kbit_training(model, gradient_checkpointing=gradient_checkpointing)
         return model
@@ -210,6 +224,35 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
             min_lr_ratio=self.lr_schedule.min_lr_ratio,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": LambdaLR(optimizer, factor), "interval": "step"}}
+
+    # ---- packed batches -----------------------------------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        self._check_packing()
+
+    def on_validation_start(self) -> None:
+        super().on_validation_start()
+        self._check_packing()
+
+    def _data_packing(self) -> bool:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        return bool(getattr(datamodule, "packing", False))
+
+    def _check_packing(self) -> None:
+        """With ``data.packing``, once per process: stop unless the model keeps packed sequences apart."""
+        if self._data_packing() and not self._packing_checked:
+            check_packed_attention(self.policy, self.device)
+            self._packing_checked = True
+
+    # ---- log-probs ----------------------------------------------------------------------------------------
+
+    def label_logps(
+        self, model: torch.nn.Module, inputs: dict, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-target log-probs of ``labels`` under ``model(**inputs)`` and their mask, ``[rows, T - 1]`` each,
+        without the batch's full logits (``logps_chunk_size``)."""
+        return label_token_logps(model, labels, inputs, self.logps_chunk_size)
 
     def val_stage(self, dataloader_idx: int = 0) -> str:
         """Metric prefix of a validation loader: ``val`` for the first set, ``val_<name>`` for further ones."""

@@ -22,7 +22,6 @@ from lit_align.losses.dpo import DPOLoss
 from lit_align.losses.logps import PreferenceLogps
 from lit_align.models.loading import disable_dropout
 from lit_align.modules.base import AlignModule
-from lit_align.modules.logps import sequence_logps
 from lit_align.modules.reference import (
     AdapterOffReference,
     CopyReference,
@@ -137,30 +136,26 @@ class PreferenceModule(AlignModule):
 
     # ---- forward ------------------------------------------------------------------------------------------
 
-    def forward_logps(self, model: nn.Module, batch: PreferenceBatch, with_logits: bool = False):
-        """One forward of ``[chosen; rejected]``: per-row log-prob sums and completion lengths (and the logits,
-        when asked)."""
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        logps, n_tokens = sequence_logps(logits, batch.labels)
-        return (logps, n_tokens, logits) if with_logits else (logps, n_tokens)
+    def forward_logps(self, model: nn.Module, batch: PreferenceBatch, sequence_nll: bool = False):
+        """One forward of every chosen and rejected sequence: ``(log-prob sums, completion lengths, chosen NLL)``,
+        the first two ``[2n]``; the third, with ``sequence_nll``, is the mean NLL over every token of each chosen
+        sequence, prompt included (``[n]``; else ``None``), from the same forward."""
+        labels = batch.labels
+        if sequence_nll:  # labels are the input ids where set, so one set of targets serves both sums
+            labels = torch.where(batch.chosen_tokens(), batch.every_token_labels(), labels)
+        logps, mask = self.label_logps(model, batch.model_inputs(), labels)
+        return sequence_totals(batch, logps, mask, sequence_nll)
 
     def score_reference(self, model: nn.Module, batch: PreferenceBatch) -> torch.Tensor:
-        """Per-row log-prob sums of ``batch`` as the reference sees it, under ``model`` (the reference strategy
-        chooses the model). Preference-guided DPO gives the reference its guided input here."""
+        """Per-sequence log-prob sums of ``batch`` as the reference sees it, under ``model`` (the reference
+        strategy chooses the model). Preference-guided DPO gives the reference its guided input here."""
         return self.forward_logps(model, batch)[0]
 
     def reference_logps(self, batch: PreferenceBatch) -> torch.Tensor:
         return self.reference.logps(batch, self.score_reference, self.policy)
 
     def compute_logps(self, batch: PreferenceBatch) -> PreferenceLogps:
-        policy, n_tokens, logits = self.forward_logps(self.policy, batch, with_logits=True)
-        chosen_sequence_nll = None
-        if self.loss.sequence_nll:
-            chosen = batch.chosen()
-            every_token = chosen.input_ids.masked_fill(chosen.attention_mask == 0, IGNORE_INDEX)
-            total, count = sequence_logps(batch.pairs(logits)[0], every_token)
-            chosen_sequence_nll = -total / count.clamp(min=1)
-        del logits
+        policy, n_tokens, chosen_sequence_nll = self.forward_logps(self.policy, batch, self.loss.sequence_nll)
         reference = self.reference_logps(batch)
         return PreferenceLogps(
             *batch.pairs(policy), *batch.pairs(reference), *batch.pairs(n_tokens), chosen_sequence_nll
@@ -205,3 +200,15 @@ class PreferenceModule(AlignModule):
                 name, value = "log_scale", value - math.log(getattr(self.loss, "beta", 1.0))
             state[f"loss.rule.{name}"] = value
         super().on_load_checkpoint(checkpoint)
+
+
+def sequence_totals(batch: PreferenceBatch, logps: torch.Tensor, mask: torch.Tensor, sequence_nll: bool = False):
+    """Per-target log-probs ``[rows, T - 1]`` to per-sequence sums and counts (and, with ``sequence_nll``, the
+    chosen sequences' mean NLL over the targets in ``mask``, whose completion targets are then kept alone)."""
+    chosen_nll = None
+    if sequence_nll:
+        total, count = batch.pairs(batch.sequence_sums(logps))[0], batch.pairs(batch.sequence_sums(mask.long()))[0]
+        chosen_nll = -total / count.clamp(min=1)
+        mask = batch.labels[:, 1:] != IGNORE_INDEX
+        logps = logps * mask
+    return batch.sequence_sums(logps), batch.sequence_sums(mask.long()), chosen_nll

@@ -35,8 +35,7 @@ from lit_align.data.batch import PreferenceBatch
 from lit_align.losses.base import PreferenceLoss
 from lit_align.losses.logps import PreferenceLogps
 from lit_align.losses.preference_guided import PreferenceGuidedLoss
-from lit_align.modules.logps import sequence_logps
-from lit_align.modules.preference import PreferenceModule
+from lit_align.modules.preference import PreferenceModule, sequence_totals
 
 
 def load_soft_prompt(path: str | Path) -> torch.Tensor:
@@ -116,6 +115,8 @@ class PreferenceGuidedDPOModule(PreferenceModule):
                 "guidance: text trains on pairs with an instruction in the system message: set data.guidance_text "
                 'to the instruction (e.g. "Answer in the language of the user\'s question.")'
             )
+        if self.guidance == "embedding" and getattr(datamodule, "packing", False):
+            raise ValueError("guidance: embedding prepends a soft prompt to padded rows: set data.packing: false")
         if self.guidance == "embedding" and data_settings is not None and data_settings.guidance_text is not None:
             rank_zero_warn("data.guidance_text is unused with guidance: embedding (the soft prompt guides); remove it")
 
@@ -136,21 +137,24 @@ class PreferenceGuidedDPOModule(PreferenceModule):
         self,
         model: nn.Module,
         batch: PreferenceBatch,
-        with_logits: bool = False,
+        sequence_nll: bool = False,
         soft_prompt: torch.Tensor | None = None,
     ):
         """The preference module's forward, or, with ``soft_prompt``, the same with the soft prompt prepended to
         the input embeddings (attention mask 1 and label -100 on the virtual tokens)."""
         if soft_prompt is None:
-            return super().forward_logps(model, batch, with_logits)
+            return super().forward_logps(model, batch, sequence_nll)
+        if batch.packed or sequence_nll:
+            raise ValueError("a soft prompt is prepended to padded rows: it works without data.packing and ORPO's NLL")
         n_rows, n_virtual = batch.input_ids.shape[0], soft_prompt.shape[0]
         embeds = model.get_input_embeddings()(batch.input_ids)  # with LoRA: the PeftModel's (adapter-aware)
         prefix = soft_prompt.to(embeds.dtype).unsqueeze(0).expand(n_rows, -1, -1)
         mask = torch.cat([batch.attention_mask.new_ones(n_rows, n_virtual), batch.attention_mask], dim=1)
         labels = torch.cat([batch.labels.new_full((n_rows, n_virtual), IGNORE_INDEX), batch.labels], dim=1)
-        logits = model(inputs_embeds=torch.cat([prefix, embeds], dim=1), attention_mask=mask).logits
-        logps, n_tokens = sequence_logps(logits, labels)
-        return (logps, n_tokens, logits[:, n_virtual:]) if with_logits else (logps, n_tokens)
+        inputs = {"inputs_embeds": torch.cat([prefix, embeds], dim=1), "attention_mask": mask}
+        logps, targets = self.label_logps(model, inputs, labels)
+        # Target j predicts token j + 1: from index n_virtual on, the targets are the batch's own tokens.
+        return sequence_totals(batch, logps[:, n_virtual:], targets[:, n_virtual:])
 
     def _guided(self, batch: PreferenceBatch) -> PreferenceBatch:
         """The pairs the guided passes read: the batch itself with a soft prompt, its guided rows with text."""
@@ -174,7 +178,7 @@ class PreferenceGuidedDPOModule(PreferenceModule):
         return {**settings, "reference_soft_prompt_sha256": hashlib.sha256(values.numpy().tobytes()).hexdigest()}
 
     def compute_logps(self, batch: PreferenceBatch) -> PreferenceLogps:
-        guided, n_tokens = self.forward_logps(self.policy, self._guided(batch), soft_prompt=self.soft_prompt)
+        guided, n_tokens, _ = self.forward_logps(self.policy, self._guided(batch), soft_prompt=self.soft_prompt)
         reference = self.reference_logps(batch)
         plain = self.forward_logps(self.policy, batch)[0] if self.loss.plain_logps else None
         plain_chosen, plain_rejected = batch.pairs(plain) if plain is not None else (None, None)

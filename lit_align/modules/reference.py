@@ -44,7 +44,7 @@ class Reference(nn.Module):
 
 class NoReference(Reference):
     def logps(self, batch: PreferenceBatch, score: Scorer, policy: nn.Module) -> torch.Tensor:
-        return torch.zeros(batch.input_ids.shape[0], device=batch.input_ids.device)
+        return torch.zeros(batch.num_sequences, device=batch.input_ids.device)
 
 
 class AdapterOffReference(Reference):

@@ -5,9 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
-from lit_align.constants import IGNORE_INDEX
 from lit_align.data.batch import SequenceBatch
 from lit_align.modules.base import AlignModule
 
@@ -31,15 +29,8 @@ class SFTModule(AlignModule):
 
     def token_nll(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed negative log-likelihood of the label tokens and their count."""
-        logits = self.policy(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        labels = batch.labels[:, 1:]
-        nll = F.cross_entropy(
-            logits[:, :-1, :].flatten(0, 1).float(),
-            labels.flatten(),
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-        )
-        return nll, (labels != IGNORE_INDEX).sum()
+        logps, mask = self.label_logps(self.policy, batch.model_inputs(), batch.labels)
+        return -logps.sum(), mask.sum()
 
     def training_step(self, batch: SequenceBatch, batch_idx: int) -> torch.Tensor | None:
         nll, n_tokens = self.token_nll(batch)

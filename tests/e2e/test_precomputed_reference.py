@@ -13,7 +13,7 @@ from torch.testing import assert_close
 
 from lit_align.data.datamodule import AlignDataModule, DataSource
 from lit_align.models.loading import load_causal_lm
-from lit_align.modules.logps import sequence_logps
+from lit_align.models.token_logps import token_logps
 from lit_align.modules.reference_cache import load_reference_logps
 from lit_align.tensorboard import read_scalars
 
@@ -68,7 +68,7 @@ def test_ddp_computes_each_split_once_and_a_restart_reuses_it(tmp_path):
     batch = next(iter(data.val_dataloader()))
     with torch.no_grad():
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    expected = sequence_logps(logits, batch.labels)[0].reshape(2, -1).T
+    expected = token_logps(logits, batch.labels)[0].sum(-1).reshape(2, -1).T
     tables = [load_reference_logps(f, VAL_EXAMPLES) for f in files]
     (table,) = [t for t in tables if t is not None]
     assert_close(table, expected, rtol=1e-6, atol=1e-4)
