@@ -54,7 +54,8 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
             ``None`` loads them in ``dtype``.
         gradient_checkpointing: Recompute activations in the backward pass to save memory.
         optimizer: Optimizer class and arguments (``class_path: torch.optim.AdamW``, ``init_args: {lr: ...}``).
-            Biases and norm weights get no weight decay.
+            Biases and norm weights get no weight decay. The recipes set AdamW's ``fused: true`` (one kernel for
+            every weight, on CPU and CUDA); torch's default is a loop over weights on CPU, 3.4 times slower here.
         lr_schedule: Warmup and decay of the learning rate, stepped every optimizer step.
         on_nonfinite_loss: What a NaN or infinite training loss does: ``stop`` raises an error naming the step
             and batch; ``skip`` drops that batch (no gradient from it) and counts it in
