@@ -56,10 +56,13 @@ def chunked_token_logps(
     ``hidden`` is ``[B, T, H]``, the final hidden states (after the last norm); ``logits_of`` maps ``[n, H]`` to
     ``[n, V]`` (the output head, with any scaling the architecture applies). Under autograd every chunk is
     checkpointed: only its ``[n, H]`` input is kept, its logits are recomputed in the backward pass (with the
-    same autocast and random state, so dropout in a LoRA head replays). Without ``recompute`` autograd keeps each
-    chunk's logits: only label positions still count, but memory grows with them."""
+    same autocast and random state, so dropout in a LoRA head replays). When every label position fits in one
+    chunk, that chunk is kept instead (its memory is the bound anyway) and the head runs once, not twice. Without
+    ``recompute`` autograd keeps every chunk's logits: only label positions still count, but memory grows with
+    them."""
     targets, mask = _targets(labels)
     selected, selected_targets = hidden[:, :-1][mask], targets[mask]
+    recompute = recompute and selected.shape[0] > chunk_size
     pieces = []
     for start in range(0, selected.shape[0], chunk_size):
         args = (selected[start : start + chunk_size], selected_targets[start : start + chunk_size], logits_of)
