@@ -32,11 +32,11 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
     bounds = _sequence_bounds(position_ids) if position_ids is not None and query.shape[0] == 1 else []
     if attention_mask is not None or query.shape[2] != key.shape[2] or len(bounds) <= 2:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    # split, not slices: the backward of a split is one concatenation, a slice's fills a whole-row zero tensor
+    lengths = [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
     pieces = [
-        sdpa_attention_forward(
-            module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, **{**kwargs, "is_causal": True}
-        )[0]
-        for a, b in zip(bounds[:-1], bounds[1:], strict=False)
+        sdpa_attention_forward(module, q, k, v, None, **{**kwargs, "is_causal": True})[0]
+        for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2), strict=True)
     ]
     return torch.cat(pieces, dim=1), None  # [1, tokens, heads, head_dim], as SDPA returns
 
