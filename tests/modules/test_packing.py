@@ -176,3 +176,27 @@ def test_a_packed_run_attends_sequence_by_sequence_and_logs_no_padding(tmp_path)
     assert module.policy.config._attn_implementation == PACKED_SDPA
     assert module.reference.model.config._attn_implementation == PACKED_SDPA
     assert trainer.logged_metrics["perf/padding_fraction"] == 0
+
+
+def test_preference_guided_text_packed_loss_equals_padded():
+    from lit_align.modules import PreferenceGuidedDPOModule
+
+    def first(packing):
+        data = AlignDataModule(
+            [DataSource(str(DEMO_DATA / "dpo_val.jsonl"))], tokenizer=str(TINY_MODEL), task="preference",
+            batch_size=4, packing=packing, guidance_text="Answer in the language of the question.",
+        )  # fmt: skip
+        data.setup()
+        return next(iter(data.train_dataloader()))
+
+    padded, packed = first(False), first(True)
+    assert packed.guided.packed and not padded.guided.packed
+    torch.manual_seed(0)
+    module = PreferenceGuidedDPOModule(str(TINY_MODEL))
+    module.configure_model()
+    with torch.no_grad():
+        for parameter in module.policy.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    loss_a, _ = module.loss(module.compute_logps(padded))
+    loss_b, _ = module.loss(module.compute_logps(packed))
+    assert_close(loss_b, loss_a, atol=1e-5, rtol=0)
