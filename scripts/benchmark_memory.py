@@ -37,20 +37,17 @@ its weights is small beside the activations and logits of a batch: on a real mod
 from __future__ import annotations
 
 import argparse
-import ctypes
-import functools
 import json
-import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # lit_align from this checkout; measure.py beside this file
+
+from measure import StepMeter, measure_fit, run_json  # noqa: E402
+
 CONFIGURATIONS = {
     "dpo-full-copy": ("dpo", False, "copy"),
     "dpo-full-precomputed": ("dpo", False, "precomputed"),
@@ -61,58 +58,9 @@ CONFIGURATIONS = {
 }
 
 
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
-    ] + [("keepcost", ctypes.c_size_t)]
-
-
-@functools.cache
-def _libc_mallinfo2():
-    function = ctypes.CDLL("libc.so.6").mallinfo2
-    function.restype = _MallInfo2
-    return function
-
-
-def _mallinfo2() -> _MallInfo2:
-    return _libc_mallinfo2()()
-
-
-def malloc_in_use_mb() -> float:
-    """Bytes malloc has handed out and not had back: in-use heap chunks plus mmapped blocks (glibc 2.33+)."""
-    info = _mallinfo2()
-    return (info.uordblks + info.hblkhd) / 2**20
-
-
-class _InUseSampler(threading.Thread):
-    """Peak of ``malloc_in_use_mb`` per phase (``setup``, ``train``), sampled while ``phase`` is set."""
-
-    def __init__(self, interval: float = 0.002) -> None:
-        super().__init__(daemon=True)
-        self.interval, self.phase, self.peaks = interval, None, {}
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            if self.phase is not None:
-                self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), malloc_in_use_mb())
-            time.sleep(self.interval)
-
-
 def run_configuration(name: str, args: argparse.Namespace) -> dict:
     """Train one configuration in this process; its measurements."""
     import torch
-    from lightning.pytorch import Callback, Trainer
 
     from lit_align.data.datamodule import AlignDataModule, DataSource
     from lit_align.models import LoraSettings
@@ -139,51 +87,12 @@ def run_configuration(name: str, args: argparse.Namespace) -> dict:
     data.setup()
     if lora:
         import peft  # noqa: F401  (imported inside fit otherwise, and its import would count as training memory)
-    sampler = _InUseSampler()
-    timing = {"tokens": 0, "seconds": 0.0, "fit_start": 0.0, "first_batch": None}
-
-    class Meter(Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            if timing["first_batch"] is None:
-                timing["first_batch"] = time.perf_counter()
-                sampler.phase = "train"
-            if batch_idx >= args.warmup:
-                self.start, self.tokens = time.perf_counter(), int(batch.attention_mask.sum())
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            if batch_idx >= args.warmup:
-                timing["seconds"] += time.perf_counter() - self.start
-                timing["tokens"] += self.tokens
-
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=args.warmup + args.steps,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(workdir),
-        callbacks=[Meter()],
-    )
-    baseline_rss, baseline_in_use = current_rss_mb(), malloc_in_use_mb()
-    sampler.start()
-    sampler.phase = "setup"
-    timing["fit_start"] = time.perf_counter()
-    trainer.fit(module, datamodule=data)
-    sampler.stopped.set()
-    sampler.join()
+    row = measure_fit(module, data, StepMeter(args.warmup), workdir, max_steps=args.warmup + args.steps)
     shutil.rmtree(workdir, ignore_errors=True)
     return {
         "name": name,
         "threads": torch.get_num_threads(),
-        "baseline_rss_mb": baseline_rss,
-        "rss_peak_delta_mb": peak_rss_mb() - baseline_rss,
-        "setup_in_use_delta_mb": sampler.peaks.get("setup", baseline_in_use) - baseline_in_use,
-        "train_in_use_delta_mb": sampler.peaks.get("train", baseline_in_use) - baseline_in_use,
-        "setup_seconds": timing["first_batch"] - timing["fit_start"],
-        "tokens_per_second": timing["tokens"] / timing["seconds"] if timing["seconds"] else float("nan"),
+        **row,
         "reference_in_memory": getattr(getattr(module, "reference", None), "model", None) is not None,
     }
 
@@ -195,11 +104,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
         "--model", str(args.model), "--data", str(args.data), "--threads", str(args.threads),
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
-    if result.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_json(command, name, ROOT)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
