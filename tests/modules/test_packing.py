@@ -56,14 +56,18 @@ def test_packed_batches_have_no_padding_and_the_same_tokens(batches):
         assert torch.equal(packed.input_ids[0][packed.sequence_ids[0] == number], row)
 
 
-def _module(loss, **kwargs) -> PreferenceModule:
-    torch.manual_seed(0)
-    module = PreferenceModule(str(TINY_MODEL), loss=loss, **kwargs)
+def _perturbed(module):
+    """``module`` with its policy moved off its reference, so rewards and margins are not all 0."""
     module.configure_model()
-    with torch.no_grad():  # a policy that differs from its reference, so rewards and margins are not all 0
+    with torch.no_grad():
         for parameter in module.policy.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.02)
     return module
+
+
+def _module(loss, **kwargs) -> PreferenceModule:
+    torch.manual_seed(0)
+    return _perturbed(PreferenceModule(str(TINY_MODEL), loss=loss, **kwargs))
 
 
 LOSSES = {
@@ -192,11 +196,7 @@ def test_preference_guided_text_packed_loss_equals_padded():
     padded, packed = first(False), first(True)
     assert packed.guided.packed and not padded.guided.packed
     torch.manual_seed(0)
-    module = PreferenceGuidedDPOModule(str(TINY_MODEL))
-    module.configure_model()
-    with torch.no_grad():
-        for parameter in module.policy.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.02)
+    module = _perturbed(PreferenceGuidedDPOModule(str(TINY_MODEL)))
     loss_a, _ = module.loss(module.compute_logps(padded))
     loss_b, _ = module.loss(module.compute_logps(packed))
     assert_close(loss_b, loss_a, atol=1e-5, rtol=0)
