@@ -17,45 +17,16 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lit_align.models.trained import load_pretrained_dir, load_run_checkpoint  # noqa: E402
 from lit_align.outputs import output_directory  # noqa: E402
 
 
-def _from_lightning_checkpoint(path: Path):
-    """Rebuild the run's module from its saved config and load the trained weights of the checkpoint."""
-    import yaml
-
-    from lit_align.cli import instantiate
-
-    config = path.parent.parent / "config.yaml"
-    if not config.is_file():
-        raise SystemExit(f"{path}: no config.yaml at {config} to say which model this checkpoint belongs to")
-    model_config = yaml.safe_load(config.read_text(encoding="utf-8"))["model"]
-    module = instantiate({"model": model_config, "data": {"train": []}, "trainer": {"logger": False}}).model
-    module.configure_model()
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    module.on_load_checkpoint(checkpoint)
-    module.load_state_dict(checkpoint["state_dict"], strict=True)
-    return module.policy, module.tokenizer
-
-
-def _from_hf_dir(path: Path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if (path / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForCausalLM
-
-        return AutoPeftModelForCausalLM.from_pretrained(path), tokenizer
-    return AutoModelForCausalLM.from_pretrained(path), tokenizer
-
-
 def export(checkpoint: Path, output: Path, merge: bool) -> None:
-    model, tokenizer = _from_lightning_checkpoint(checkpoint) if checkpoint.is_file() else _from_hf_dir(checkpoint)
+    trained = load_run_checkpoint(checkpoint) if checkpoint.is_file() else load_pretrained_dir(checkpoint)
+    model, tokenizer = trained.model, trained.tokenizer
     is_peft = hasattr(model, "merge_and_unload")
     if merge and is_peft:
         model = model.merge_and_unload()
@@ -79,7 +50,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no such checkpoint: {args.checkpoint}")
     run = args.checkpoint.parent.parent if args.checkpoint.is_file() else args.checkpoint.parent  # .ckpt or hf/
     default = run / ("merged" if args.merge else "exported")
-    export(args.checkpoint, output_directory(args.output or default, run, args.overwrite), args.merge)
+    try:
+        export(args.checkpoint, output_directory(args.output or default, run, args.overwrite), args.merge)
+    except FileNotFoundError as error:  # a checkpoint without its run's config.yaml
+        raise SystemExit(str(error)) from None
 
 
 if __name__ == "__main__":
