@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from lit_align.checks import ConfigError  # noqa: E402
 from lit_align.outputs import output_directory  # noqa: E402
 from lit_align.rewards import answers_match, extract_answer, pass_at_k, reference_answer  # noqa: E402
-from lit_align.tokenizer import TOKENIZER_FILES, check_model_path  # noqa: E402
+from lit_align.tokenizer import check_model_path  # noqa: E402
 
 # The gsm8k convention, so that a model that follows it is scored on its own final line; models that box their
 # answer or end on the number are still read (see lit_align.rewards.extract_answer).
@@ -65,19 +65,11 @@ def read_questions(path: Path, limit: int | None) -> list[dict]:
 def load_model(path: str, device: str, dtype: str):
     """The model (PEFT-wrapped when ``path`` is a LoRA adapter directory), in eval mode, and its tokenizer."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    tokenizer_path = path
-    if (Path(path) / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForCausalLM
+    from lit_align.models.trained import load_pretrained_dir
 
-        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-        if not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):  # an adapter saved without one
-            tokenizer_path = model.peft_config["default"].base_model_name_or_path
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-    return model.to(device).eval(), AutoTokenizer.from_pretrained(tokenizer_path)
+    trained = load_pretrained_dir(path, dtype="auto" if dtype == "auto" else getattr(torch, dtype))
+    return trained.model.to(device).eval(), trained.tokenizer
 
 
 def prompt_ids(tokenizer, question: str, system_prompt: str) -> list[int]:
@@ -95,18 +87,11 @@ def prompt_ids(tokenizer, question: str, system_prompt: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
-    """The tokenizer's end of sequence and any end-of-turn ids the model's generation config adds."""
-    ids = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
-    extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    return ids + [i for i in ([extra] if isinstance(extra, int) else list(extra or [])) if i not in ids]
-
-
 def generate(model, tokenizer, prompts: list[list[int]], args: argparse.Namespace) -> list[list[str]]:
     """``args.num_samples`` completions per prompt, in batches of ``args.batch_size`` prompts."""
     import torch
 
-    from lit_align.callbacks.generation import left_pad
+    from lit_align.models.generation_inputs import eos_token_ids, left_pad
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     sampling = {"do_sample": False}
@@ -122,7 +107,7 @@ def generate(model, tokenizer, prompts: list[list[int]], args: argparse.Namespac
                 max_new_tokens=args.max_new_tokens,
                 num_return_sequences=args.num_samples,
                 pad_token_id=pad_id,
-                eos_token_id=_eos_ids(model, tokenizer),
+                eos_token_id=eos_token_ids(model, tokenizer),
                 **sampling,
             )
         texts = tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)

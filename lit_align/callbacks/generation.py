@@ -28,6 +28,8 @@ from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
+from lit_align.models.generation_inputs import eos_token_ids, left_pad
+
 
 @dataclass
 class GenerationPrompt:
@@ -51,14 +53,6 @@ def prompt_of_record(record: dict) -> GenerationPrompt:
     messages = record["messages"]
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=len(messages) - 1)
     return GenerationPrompt(list(messages[: last_user + 1]))
-
-
-def left_pad(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and attention mask of ``rows`` padded on the left, as decoder-only generation needs."""
-    length = max(len(row) for row in rows)
-    ids = torch.tensor([[pad_token_id] * (length - len(row)) + row for row in rows], dtype=torch.long)
-    mask = torch.tensor([[0] * (length - len(row)) + [1] * len(row) for row in rows], dtype=torch.long)
-    return ids, mask
 
 
 @contextmanager
@@ -233,7 +227,7 @@ class GenerationLogger(Callback):
                     max_new_tokens=self.max_new_tokens,
                     do_sample=self.do_sample,
                     pad_token_id=pad_id,
-                    eos_token_id=_eos_ids(policy, tokenizer),
+                    eos_token_id=eos_token_ids(policy, tokenizer),
                     use_cache=True,  # training configs may turn the cache off (gradient checkpointing)
                     **sampling,
                 )
@@ -255,15 +249,3 @@ class GenerationLogger(Callback):
 def _sharded(strategy) -> bool:
     """FSDP, FSDP2 (``ModelParallelStrategy``) or DeepSpeed stage 3: no rank holds the whole weights."""
     return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy)) or getattr(strategy, "zero_stage_3", False)
-
-
-def _eos_ids(policy: torch.nn.Module, tokenizer) -> list[int]:
-    """The tokenizer's end-of-sequence id and any the model's generation config adds (chat models often stop
-    on an end-of-turn token as well)."""
-    ids = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
-    config = getattr(policy, "generation_config", None)
-    extra = getattr(config, "eos_token_id", None)
-    for token in [extra] if isinstance(extra, int) else list(extra or []):
-        if token not in ids:
-            ids.append(token)
-    return ids

@@ -56,14 +56,20 @@ def load_pretrained_dir(path: str | Path, **from_pretrained) -> TrainedPolicy:
     goes to the model's ``from_pretrained`` (``dtype``, ``trust_remote_code``)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from lit_align.tokenizer import TOKENIZER_FILES
+
     path = Path(path)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=from_pretrained.get("trust_remote_code", False))
+    tokenizer_path = path
     if (path / "adapter_config.json").is_file():
         from peft import AutoPeftModelForCausalLM
 
         model = AutoPeftModelForCausalLM.from_pretrained(path, **from_pretrained)
+        if not any((path / name).is_file() for name in TOKENIZER_FILES):  # an adapter saved without its tokenizer
+            tokenizer_path = model.peft_config["default"].base_model_name_or_path
     else:
         model = AutoModelForCausalLM.from_pretrained(path, **from_pretrained)
+    trust = from_pretrained.get("trust_remote_code", False)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, trust_remote_code=trust)
     return TrainedPolicy(model, tokenizer, export_step(path))
 
 
