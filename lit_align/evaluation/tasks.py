@@ -12,6 +12,7 @@ than inside ``datasets``.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,10 @@ def local_task_files(include_path: str | None) -> dict[str, Path]:
 
 def task_manager(tasks: list[str], include_path: str | None):
     """An lm-eval ``TaskManager`` that knows ``tasks``: the local folder alone when it defines all of them."""
-    from lm_eval.tasks import TaskManager
-
     if include_path and not Path(include_path).is_dir():
         raise FileNotFoundError(f"include_path: no such directory: {include_path}")
     local_only = set(tasks) <= set(local_task_files(include_path))
-    manager = TaskManager(include_path=include_path, include_defaults=not local_only)
+    manager = _indexed(include_path, include_defaults=not local_only)
     unknown = [task for task in tasks if task not in manager.all_tasks]
     if unknown:
         where = f"lm-eval's tasks or {include_path}" if include_path else "lm-eval's tasks"
@@ -56,6 +55,15 @@ def task_manager(tasks: list[str], include_path: str | None):
             "of your own is a YAML file in include_path"
         )
     return manager
+
+
+@lru_cache(maxsize=4)
+def _indexed(include_path: str | None, include_defaults: bool):
+    """One index per folder for the life of the process: the LMEval callback evaluates many times, and lm-eval
+    builds fresh task objects from the same index on every ``load``."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=include_path, include_defaults=include_defaults)
 
 
 def task_specs(tasks: list[str], data_files: dict[str, str], include_path: str | None) -> list[str | dict[str, Any]]:
