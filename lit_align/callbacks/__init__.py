@@ -4,7 +4,8 @@ with ``trainer.callbacks`` or a fragment under ``callbacks/``. The CLI adds two 
 
 from lit_align.callbacks.checkpoint import AlignModelCheckpoint
 from lit_align.callbacks.generation import GenerationLogger
+from lit_align.callbacks.lm_eval import LMEval
 from lit_align.callbacks.run_folder import LatestRunLink
 from lit_align.callbacks.throughput import TokenThroughput
 
-__all__ = ["AlignModelCheckpoint", "GenerationLogger", "LatestRunLink", "TokenThroughput"]
+__all__ = ["AlignModelCheckpoint", "GenerationLogger", "LatestRunLink", "LMEval", "TokenThroughput"]
