@@ -90,7 +90,7 @@ def load_for_eval(settings: EvalModel) -> TrainedPolicy:
         if settings.gguf_file:
             from lit_align.models.gguf import gguf_to_hf_dir
 
-            path = str(gguf_to_hf_dir(path, settings.gguf_file))
+            path = str(gguf_to_hf_dir(path, settings.gguf_file, key="model.gguf_file"))
         _check_model_dir(path)
         trained = load_pretrained_dir(path, **options)
     if settings.adapter:

@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.optim.lr_scheduler import LambdaLR
 
 from lit_align.checks import ConfigError, check_at_least, check_between
+from lit_align.models.gguf import gguf_to_hf_dir
 from lit_align.models.label_logps import label_token_logps
 from lit_align.models.loading import (
     LoraSettings,
@@ -44,6 +45,10 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
     Args:
         model_name_or_path: A hub name (``Qwen/Qwen2.5-0.5B-Instruct``) or a local directory, loaded with
             ``AutoModelForCausalLM.from_pretrained``.
+        gguf_file: A GGUF file inside ``model_name_or_path`` (a directory or hub repo), e.g.
+            ``SmolLM2-135M-Instruct.Q4_1.gguf``; converted once to a cached float32 HF directory, which training
+            then loads (`lit_align.models.gguf`). Model, tokenizer, reference and exports all use that directory:
+            a LoRA export's ``base_model_name_or_path`` names it.
         tokenizer_name_or_path: Tokenizer to use when it is not stored with the model.
         dtype: Weight dtype at load time (``bfloat16``, ``float16``, ``float32``, ``auto``); ``None`` keeps
             transformers' default. Mixed precision itself is ``trainer.precision``.
@@ -88,14 +93,19 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
         on_nonfinite_loss: Literal["stop", "skip"] = "stop",
         max_skipped_fraction: float = 0.1,
         logps_chunk_size: int | None = None,
+        gguf_file: str | None = None,
     ) -> None:
         super().__init__()
-        self.model_name_or_path = model_name_or_path
-        self.tokenizer_path = tokenizer_name_or_path or model_name_or_path
+        # With a GGUF file, everything downstream (tokenizer, data.tokenizer link, reference, cache keys, exports)
+        # sees the converted directory; the hyper-parameters keep what the user wrote (save_hyperparameters reads
+        # this frame's arguments, so they are not reassigned).
+        model_path = str(gguf_to_hf_dir(model_name_or_path, gguf_file)) if gguf_file else model_name_or_path
+        self.model_name_or_path = model_path
+        self.tokenizer_path = tokenizer_name_or_path or model_path
         self.lora = lora
         self.quantization = quantization if quantization is not None and quantization.load_in_4bit else None
         self.model_settings = ModelSettings(
-            model_name_or_path, dtype, attn_implementation, trust_remote_code, quantization=self.quantization
+            model_path, dtype, attn_implementation, trust_remote_code, quantization=self.quantization
         )
         if self.quantization is not None and lora is None:
             raise ValueError(
@@ -115,7 +125,7 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
         check_optimizer(optimizer)  # a learning rate of 0 or below stops here, not after the model has loaded
         self.optimizer_factory = optimizer
         self.lr_schedule = lr_schedule or LRSchedule()
-        self.tokenizer = _load_checked_tokenizer(model_name_or_path, tokenizer_name_or_path, trust_remote_code)
+        self.tokenizer = _load_checked_tokenizer(model_path, tokenizer_name_or_path, trust_remote_code)
         self.policy: torch.nn.Module | None = None
         self._packing_checked = False
         self._load_empty = False  # set by configure_model on the FSDP2 ranks that receive the weights
@@ -126,7 +136,7 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
         for key, value in list(self.hparams.items()):
             if dataclasses.is_dataclass(value):
                 self.hparams[key] = dataclasses.asdict(value)
-            elif key.endswith("_name_or_path") and key != "tokenizer_name_or_path" and isinstance(value, str):
+            elif key.endswith("_name_or_path") and key not in _CHECKED_PATHS and isinstance(value, str):
                 # A subclass's other models (the preference module's reference): a typo stops the run now.
                 check_model_path(value, f"model.init_args.{key}")
 
@@ -262,6 +272,9 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
 
     def log_learning_rate(self) -> None:
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+
+_CHECKED_PATHS = ("model_name_or_path", "tokenizer_name_or_path")  # checked with the tokenizer (after any GGUF)
 
 
 def _load_checked_tokenizer(model_name_or_path: str, tokenizer_name_or_path: str | None, trust_remote_code: bool):
