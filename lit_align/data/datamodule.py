@@ -42,7 +42,8 @@ class AlignDataModule(LightningDataModule):
 
     Args:
         train: Training sources.
-        val: Validation sources (none: no validation).
+        val: Validation sources (none: no validation). A single path is short for ``[{path: <path>}]``, so
+            ``lit_align validate ... --data.val held_out.jsonl`` scores a checkpoint on one file (format auto).
         tokenizer: Tokenizer path; linked from the model by the CLI.
         task: ``sft`` or ``preference``; linked from the model by the CLI. Preference records feed SFT as
             prompt + chosen; SFT records cannot feed a preference module.
@@ -87,7 +88,7 @@ class AlignDataModule(LightningDataModule):
     def __init__(
         self,
         train: list[DataSource],
-        val: list[DataSource] | None = None,
+        val: list[DataSource] | str | None = None,
         tokenizer: str | None = None,
         task: Literal["sft", "preference"] = "sft",
         max_length: int = 1024,
@@ -125,7 +126,7 @@ class AlignDataModule(LightningDataModule):
         for bound in bucket_bounds or ():
             check_at_least("data.bucket_bounds[...]", bound, 1, why=" (a length in tokens)")
         self.train_sources = list(train)
-        self.val_sources = list(val or [])
+        self.val_sources = [DataSource(path=val)] if isinstance(val, str) else list(val or [])
         self.tokenizer_path = tokenizer
         self.settings = PrepareSettings(
             task=task,
