@@ -1,7 +1,8 @@
 """The ``lit_align`` command: a LightningCLI where the YAML keys are constructor arguments.
 
 ``model.class_path`` picks the algorithm; the tokenizer path and the kind of records the module trains on
-are linked from the model to the data module, so a recipe never states them twice.
+are linked from the model to the data module, so a recipe never states them twice. ``lit_align eval`` is not a
+Trainer run: it goes to its own parser (`lit_align.evaluation.command`).
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ class AlignCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
-        if trainer.logger is not None:
+        # Only runs that train move `latest`: a `validate` folder holds no checkpoints/ or hf/ to point at.
+        if trainer.logger is not None and self.subcommand in (None, "fit"):
             # First, so that the checkpoint callbacks stay last (Lightning orders them so when it builds the trainer).
             trainer.callbacks.insert(0, LatestRunLink())
         return trainer
@@ -145,6 +147,12 @@ def instantiate(args: list[str] | dict) -> AlignCLI:
 
 
 def main(args: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["eval"]:  # lm-eval scores: not a Trainer run, its own parser (lit_align/evaluation/command.py)
+        from lit_align.evaluation.command import main as evaluate
+
+        quiet_library_notices()
+        return evaluate(argv[1:])
     # Like `python -m`, let `class_path` name a module in the working directory (your own algorithm's file).
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
