@@ -2,7 +2,8 @@
 and the optimizer with its schedule.
 
 Checkpoint slimming and the export live in `lit_align.modules.checkpointing`, the non-finite-loss policy in
-`lit_align.modules.nonfinite`. A new loss never touches any of them: it is a class in `lit_align.losses`.
+`lit_align.modules.nonfinite`, gradient clipping with fused optimizers in `lit_align.modules.clipping`. A new loss
+never touches any of them: it is a class in `lit_align.losses`.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ from lit_align.models.packing import check_packed_attention
 from lit_align.models.sharding import check_same_layout, is_dtensor, load_from_rank_zero, shard_model
 from lit_align.models.zero3 import full_numel, is_partitioned, reset_lora_weights, zero3_config, zero3_loading
 from lit_align.modules.checkpointing import SlimCheckpoints
+from lit_align.modules.clipping import FusedOptimizerClipping
 from lit_align.modules.nonfinite import NonFiniteLossPolicy
 from lit_align.optim import LRSchedule, check_optimizer, lr_factor, parameter_groups
 from lit_align.tokenizer import TOKENIZER_FILES, check_model_path, load_tokenizer
 
 
-class AlignModule(NonFiniteLossPolicy, SlimCheckpoints):
+class AlignModule(NonFiniteLossPolicy, SlimCheckpoints, FusedOptimizerClipping):
     """Base of the SFT and preference modules.
 
     Args:
