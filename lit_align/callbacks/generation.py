@@ -4,30 +4,21 @@ A falling DPO loss does not tell you whether the model now answers in the user's
 to repeat itself; a few greedy generations at every validation do. They go to TensorBoard's text tab and to
 ``generations.jsonl`` in the run directory, so they can be diffed across runs.
 
-Generating must not change the run it observes: the random state of torch (CPU and CUDA), ``random`` and
-numpy is saved before and restored after, and the policy's train/eval mode is put back module by module, so
-a run with this callback has the same loss curve as one without. Generation runs on rank zero only, from
-the unwrapped policy; under sharded strategies (FSDP, FSDP2, DeepSpeed stage 3) that would need every rank, so
-the callback switches itself off there.
+Generating must not change the run it observes: `lit_align.callbacks.policy_probe.PolicyProbe` restores every
+random state and module mode, runs on rank zero only, and switches itself off under sharded strategies.
 """
 
 from __future__ import annotations
 
 import json
-import random
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
+from lit_align.callbacks.policy_probe import PolicyProbe, policy_in_eval_mode
 from lit_align.models.generation_inputs import eos_token_ids, left_pad
 
 
@@ -55,28 +46,6 @@ def prompt_of_record(record: dict) -> GenerationPrompt:
     return GenerationPrompt(list(messages[: last_user + 1]))
 
 
-@contextmanager
-def preserved_rng() -> Iterator[None]:
-    """Restore the torch (CPU and initialised CUDA), ``random`` and numpy generators on exit."""
-    torch_state, python_state = torch.get_rng_state(), random.getstate()
-    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    try:
-        import numpy as np
-
-        numpy_state = np.random.get_state()
-    except ImportError:
-        np = numpy_state = None
-    try:
-        yield
-    finally:
-        torch.set_rng_state(torch_state)
-        random.setstate(python_state)
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)
-        if np is not None:
-            np.random.set_state(numpy_state)
-
-
 def _cell(text: str | None) -> str:
     return "" if text is None else text.replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
 
@@ -89,7 +58,7 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-class GenerationLogger(Callback):
+class GenerationLogger(PolicyProbe):
     """Generate answers to a few prompts at the end of every validation and every ``every_n_steps`` optimizer
     steps; write them to TensorBoard (text tab, ``generations``) and ``<log_dir>/generations.jsonl``.
 
@@ -122,9 +91,7 @@ class GenerationLogger(Callback):
         top_p: float = 1.0,
         show_pair: bool = True,
     ) -> None:
-        if every_n_steps < 0:
-            raise ValueError(f"every_n_steps must be >= 0, got {every_n_steps}")
-        self.every_n_steps = every_n_steps
+        super().__init__(every_n_steps, after_validation=True)
         self.prompts = list(prompts) if prompts is not None else None
         self.num_val_prompts = num_val_prompts
         self.max_new_tokens = max_new_tokens
@@ -133,48 +100,11 @@ class GenerationLogger(Callback):
         self.top_p = top_p
         self.show_pair = show_pair
         self._items: list[GenerationPrompt] = []
-        self._active = False
-        self._seen_global_step: int | None = None
-        self._generated_at: int | None = None
-        self._log_dir: Path | None = None
-
-    # ---- hooks --------------------------------------------------------------------------------------------
 
     @override
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._active = False
-        # `trainer.log_dir` is a broadcast under DDP: every rank must ask, so ask here, not on rank zero alone.
-        self._log_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        loggers = [cb for cb in trainer.callbacks if isinstance(cb, GenerationLogger)]
-        if loggers[-1] is not self:
-            rank_zero_warn("Several GenerationLoggers: only the last in trainer.callbacks generates")
-        elif _sharded(trainer.strategy):
-            rank_zero_warn("GenerationLogger is off: generating on rank zero alone needs unsharded weights")
-        elif getattr(pl_module, "tokenizer", None) is None or not hasattr(pl_module, "policy"):
-            rank_zero_warn("GenerationLogger is off: the module has no `tokenizer` and `policy` to generate with")
-        else:
-            self._items = self._resolve_prompts(trainer)
-            self._active = True
-
-    @override
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._seen_global_step = trainer.global_step
-
-    @override
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        step = trainer.global_step
-        if step == self._seen_global_step:
-            return  # mid-accumulation
-        self._seen_global_step = step
-        if self.every_n_steps > 0 and step % self.every_n_steps == 0:
-            self._generate(trainer, pl_module)
-
-    @override
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._generate(trainer, pl_module)
+    def prepare(self, trainer: Trainer, pl_module: LightningModule) -> bool:
+        self._items = self._resolve_prompts(trainer)
+        return bool(self._items)
 
     # ---- work ---------------------------------------------------------------------------------------------
 
@@ -190,13 +120,9 @@ class GenerationLogger(Callback):
             items = [GenerationPrompt(item.messages) for item in items]
         return items
 
-    def _generate(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        step = trainer.global_step
-        if not (self._active and self._items and trainer.is_global_zero) or step == self._generated_at:
-            return  # a validation at a step that has just generated would repeat it
-        self._generated_at = step
-        with preserved_rng():
-            texts = self.generate(pl_module, trainer)
+    @override
+    def probe(self, trainer: Trainer, pl_module: LightningModule, step: int) -> None:
+        texts = self.generate(pl_module, trainer)
         rows = []
         for item, text in zip(self._items, texts, strict=True):
             row = {"step": step, "prompt": str(item.messages[-1]["content"]), "generation": text}
@@ -216,24 +142,17 @@ class GenerationLogger(Callback):
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         ids, mask = left_pad(rows, pad_id)
         sampling = {"temperature": self.temperature, "top_p": self.top_p} if self.do_sample else {}
-        modes = {module: module.training for module in policy.modules()}
-        context = trainer.precision_plugin.val_step_context() if trainer is not None else nullcontext()
-        try:
-            policy.eval()
-            with torch.no_grad(), context:
-                out = policy.generate(
-                    input_ids=ids.to(pl_module.device),
-                    attention_mask=mask.to(pl_module.device),
-                    max_new_tokens=self.max_new_tokens,
-                    do_sample=self.do_sample,
-                    pad_token_id=pad_id,
-                    eos_token_id=eos_token_ids(policy, tokenizer),
-                    use_cache=True,  # training configs may turn the cache off (gradient checkpointing)
-                    **sampling,
-                )
-        finally:
-            for module, training in modes.items():
-                module.training = training
+        with policy_in_eval_mode(policy, trainer):
+            out = policy.generate(
+                input_ids=ids.to(pl_module.device),
+                attention_mask=mask.to(pl_module.device),
+                max_new_tokens=self.max_new_tokens,
+                do_sample=self.do_sample,
+                pad_token_id=pad_id,
+                eos_token_id=eos_token_ids(policy, tokenizer),
+                use_cache=True,  # training configs may turn the cache off (gradient checkpointing)
+                **sampling,
+            )
         return tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
 
     def _write(self, trainer: Trainer, rows: list[dict]) -> None:
@@ -244,8 +163,3 @@ class GenerationLogger(Callback):
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("a", encoding="utf-8") as f:
             f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-
-
-def _sharded(strategy) -> bool:
-    """FSDP, FSDP2 (``ModelParallelStrategy``) or DeepSpeed stage 3: no rank holds the whole weights."""
-    return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy)) or getattr(strategy, "zero_stage_3", False)

@@ -21,24 +21,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
-import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 import lit_align
-from lit_align.callbacks.generation import _sharded, preserved_rng
+from lit_align.callbacks.policy_probe import PolicyProbe, policy_in_eval_mode
 from lit_align.evaluation.harness import HarnessSettings, run_harness
 from lit_align.evaluation.results import scalar_metrics, write_results
 from lit_align.evaluation.tasks import task_manager, task_specs
 
 
-class LMEval(Callback):
+class LMEval(PolicyProbe):
     """Run lm-eval ``tasks`` on the policy at the end of every validation and every ``every_n_steps`` optimizer
     steps (never twice at one step); log ``eval/<task>/<metric>[/<filter>]`` to every logger at
     ``trainer.global_step`` and write ``<log_dir>/lm_eval/step_<N>/results.json`` (and ``results.csv``).
@@ -80,10 +78,7 @@ class LMEval(Callback):
         seed: int = 1234,
         log_samples: bool = False,
     ) -> None:
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 0:
-            raise ValueError(f"LMEval every_n_steps must be an integer >= 0 (0: not on steps), got {every_n_steps!r}")
-        if every_n_steps == 0 and not after_validation:
-            raise ValueError("LMEval would never run: set every_n_steps > 0 or after_validation: true")
+        super().__init__(every_n_steps, after_validation)
         optional = {"include_path": include_path} if include_path is not None else {}
         self.settings = HarnessSettings(
             tasks=list(tasks),
@@ -99,66 +94,20 @@ class LMEval(Callback):
             seed=seed,
             **optional,
         )
-        self.every_n_steps = every_n_steps
-        self.after_validation = after_validation
-        self._active = False
-        self._seen_global_step: int | None = None
-        self._evaluated_at: int | None = None
-        self._log_dir: Path | None = None
-
-    # ---- hooks --------------------------------------------------------------------------------------------
 
     @override
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._active = False
-        # `trainer.log_dir` is a broadcast under DDP: every rank must ask, so ask here, not on rank zero alone.
-        self._log_dir = Path(trainer.log_dir or trainer.default_root_dir)
-        evaluators = [cb for cb in trainer.callbacks if isinstance(cb, LMEval)]
-        if evaluators[-1] is not self:
-            rank_zero_warn(
-                "Several LMEval callbacks: only the last in trainer.callbacks evaluates; list all tasks in it"
-            )
-        elif _sharded(trainer.strategy):
-            rank_zero_warn("LMEval is off: evaluating on rank zero alone needs unsharded weights (not FSDP/ZeRO-3)")
-        elif getattr(pl_module, "tokenizer", None) is None or not hasattr(pl_module, "policy"):
-            rank_zero_warn("LMEval is off: the module has no `tokenizer` and `policy` to evaluate")
-        else:
-            # Every rank checks, so a task-name typo or a missing data file stops all of them before the first
-            # step rather than rank zero alone at the first validation (indexing lm-eval's own tasks: ~10 s).
-            settings = self.settings
-            task_manager(settings.tasks, settings.include_path)
-            task_specs(settings.tasks, settings.data_files, settings.include_path)
-            self._active = True
-
-    @override
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._seen_global_step = trainer.global_step
-
-    @override
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        step = trainer.global_step
-        if step == self._seen_global_step:
-            return  # mid-accumulation
-        self._seen_global_step = step
-        if self.every_n_steps > 0 and step % self.every_n_steps == 0:
-            self._evaluate(trainer, pl_module)
-
-    @override
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.after_validation and not trainer.sanity_checking:
-            self._evaluate(trainer, pl_module)
+    def prepare(self, trainer: Trainer, pl_module: LightningModule) -> bool:
+        # Every rank checks, so a task-name typo or a missing data file stops all of them before the first step
+        # rather than rank zero alone at the first validation (indexing lm-eval's own tasks: ~10 s, once).
+        task_manager(self.settings.tasks, self.settings.include_path)
+        task_specs(self.settings.tasks, self.settings.data_files, self.settings.include_path)
+        return True
 
     # ---- work ---------------------------------------------------------------------------------------------
 
-    def _evaluate(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        step = trainer.global_step
-        if not (self._active and trainer.is_global_zero) or step == self._evaluated_at:
-            return  # a validation at a step that has just been evaluated would repeat it
-        self._evaluated_at = step
-        with preserved_rng():
-            results = self.evaluate(pl_module, trainer)
+    @override
+    def probe(self, trainer: Trainer, pl_module: LightningModule, step: int) -> None:
+        results = self.evaluate(pl_module, trainer)
         metrics = scalar_metrics(results)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
@@ -170,16 +119,8 @@ class LMEval(Callback):
     def evaluate(self, pl_module: LightningModule, trainer: Trainer | None = None) -> dict[str, Any]:
         """lm-eval's result dictionary for ``pl_module.policy`` in eval mode, without gradients, under the
         trainer's validation precision. The policy's modules get their train/eval modes back afterwards."""
-        policy = pl_module.policy
-        modes = {module: module.training for module in policy.modules()}
-        context = trainer.precision_plugin.val_step_context() if trainer is not None else nullcontext()
-        try:
-            policy.eval()
-            with torch.no_grad(), context, _quiet_lm_eval():
-                return run_harness(policy, pl_module.tokenizer, self.settings)
-        finally:
-            for module, training in modes.items():
-                module.training = training
+        with policy_in_eval_mode(pl_module.policy, trainer), _quiet_lm_eval():
+            return run_harness(pl_module.policy, pl_module.tokenizer, self.settings)
 
     def _manifest(self, step: int) -> dict[str, Any]:
         """What was evaluated, in the shape ``lit_align eval`` writes (``name`` labels the run in plots)."""

@@ -7,16 +7,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning import seed_everything
-from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch import Callback
 
 from lit_align.callbacks import GenerationLogger
-from lit_align.callbacks.generation import left_pad, markdown_table, prompt_of_record
+from lit_align.callbacks.generation import markdown_table, prompt_of_record
 from lit_align.data import AlignDataModule, DataSource
+from lit_align.models.generation_inputs import left_pad
 from lit_align.modules import SFTModule
 from lit_align.tensorboard import read_scalars
 
 from ..conftest import DEMO_DATA, TINY_MODEL
+from .short_fit import fit_four_steps
 
 
 class RandomStateProbe(Callback):
@@ -39,23 +40,7 @@ def _fit(save_dir, callbacks):
         batch_size=8,
         max_val_examples=16,
     )
-    trainer = Trainer(
-        max_steps=4,
-        val_check_interval=2,
-        check_val_every_n_epoch=None,
-        limit_val_batches=2,
-        logger=TensorBoardLogger(save_dir),
-        use_distributed_sampler=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-        accelerator="cpu",
-        devices=1,
-        callbacks=callbacks,
-    )
-    trainer.fit(module, data)
-    return trainer
+    return fit_four_steps(module, data, save_dir, callbacks)
 
 
 def _text_events(log_dir):
@@ -130,7 +115,7 @@ def test_markdown_table_and_left_pad():
 def test_off_where_no_rank_holds_the_whole_weights():
     from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
 
-    from lit_align.callbacks.generation import _sharded
+    from lit_align.callbacks.policy_probe import sharded as _sharded
 
     assert _sharded(ModelParallelStrategy()) and _sharded(FSDPStrategy())
     assert not _sharded(DDPStrategy())

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 from lightning import seed_everything
-from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch import Callback
 
 from lit_align.callbacks import LMEval
 from lit_align.data import AlignDataModule, DataSource
@@ -20,6 +19,7 @@ from lit_align.modules import PreferenceModule
 from lit_align.tensorboard import read_scalars
 
 from ..conftest import DEMO_DATA, TINY_MODEL
+from .short_fit import fit_four_steps
 
 # Absolute, so the test does not depend on the working directory the task YAML's relative path starts from.
 DEMO_CHOICE = {"demo_choice": str(DEMO_DATA / "dpo_val.jsonl")}
@@ -56,23 +56,7 @@ def _fit(save_dir, callbacks):
         max_val_examples=4,
         max_truncated_fraction=1.0,
     )
-    trainer = Trainer(
-        max_steps=4,
-        val_check_interval=2,
-        check_val_every_n_epoch=None,
-        limit_val_batches=1,
-        logger=TensorBoardLogger(save_dir),
-        use_distributed_sampler=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-        accelerator="cpu",
-        devices=1,
-        callbacks=callbacks,
-    )
-    trainer.fit(module, data)
-    return trainer
+    return fit_four_steps(module, data, save_dir, callbacks, limit_val_batches=1)
 
 
 def test_scores_are_logged_and_written_and_training_is_unchanged(tmp_path):
