@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from lit_align.cli import main
+
 from ..conftest import SMOLLM2_DIR, SMOLLM2_GGUF, needs_smollm2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +51,7 @@ def test_quickstart_writes_a_row_per_task_metric_and_filter_and_the_samples(tmp_
     assert "| gsm8k_chat | exact_match | none |" in printed
 
 
-def test_a_runs_checkpoint_and_its_hf_export_score_the_same(tmp_path):
+def test_a_runs_checkpoint_and_its_hf_export_score_the_same(tmp_path, monkeypatch):
     """The LoRA adapter in hf/ (evaluated unmerged) and last.ckpt (rebuilt through config.yaml) hold the same
     weights: the same per-example log-likelihoods, the run's step in both manifests, and results under the run."""
     _lit_align(
@@ -59,8 +61,9 @@ def test_a_runs_checkpoint_and_its_hf_export_score_the_same(tmp_path):
     )  # fmt: skip
     (run,) = tmp_path.glob("quickstart-dpo/version_*")
     common = ["--tasks", "[demo_choice]", "--limit", "8", "--log_samples", "true", "--model.device", "cpu"]
-    _lit_align("eval", "--model.path", str(run / "hf"), *common)
-    _lit_align("eval", "--model.path", str(run / "checkpoints" / "last.ckpt"), *common)
+    monkeypatch.chdir(ROOT)  # in process: the imports are paid once (the fit above is the user's subprocess)
+    main(["eval", "--model.path", str(run / "hf"), *common])
+    main(["eval", "--model.path", str(run / "checkpoints" / "last.ckpt"), *common])
     outputs = sorted((run / "eval").iterdir())
     assert len(outputs) == 2  # both under the run, in time-stamped folders
     manifests = [json.loads((o / "results.json").read_text())["lit_align"] for o in outputs]
