@@ -68,7 +68,7 @@ def gguf_to_hf_dir(
     if _is_complete(target):
         return target
     if importlib.util.find_spec("gguf") is None:
-        raise ConfigError(f"{key}: reading a GGUF file needs the `gguf` package (pip install gguf)")
+        raise ConfigError(f"{key}: reading a GGUF file needs the `gguf` package: pip install 'lit_align[gguf]'")
     rank_zero_info(f"converting {source} to a float32 Hugging Face model once; cached at {target}")
     cache_dir.mkdir(parents=True, exist_ok=True)
     from filelock import FileLock  # a dependency of huggingface_hub, so always there with transformers

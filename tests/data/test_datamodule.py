@@ -162,3 +162,12 @@ def test_validation_records_that_are_also_training_records_are_counted_or_droppe
     assert report.counts["dropped/in_train"] == 3 and report.counts["examples"] == 2
     assert dropped.train_data.reports[0].counts["examples"] == 40  # training data is never touched
     assert "| val | dropped/in_train | 3 |" in dropped.data_card()
+
+
+def test_a_plain_val_path_is_one_source_that_replaces_the_list():
+    """``lit_align validate ... --data.val held_out.jsonl``: one source, format detected, not added to a list."""
+    data = AlignDataModule(train=[DataSource("train.jsonl")], val="held_out.jsonl", tokenizer=str(TINY_MODEL))
+    assert data.val_sources == [DataSource(path="held_out.jsonl")]
+    assert data.val_sources[0].format == "auto"
+    listed = AlignDataModule(train=[], val=[DataSource("a.jsonl"), DataSource("b.jsonl")], tokenizer=str(TINY_MODEL))
+    assert [s.path for s in listed.val_sources] == ["a.jsonl", "b.jsonl"]
