@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from lit_align.checks import ConfigError
 from lit_align.data.clean import clean_records, record_hash
 from lit_align.data.examples import tokenize_record
 from lit_align.data.read import read_source, source_name
@@ -199,13 +200,14 @@ def prepare_sources(
 
 
 def check_truncation(report: SourceReport, settings: PrepareSettings) -> None:
-    """Raise when more than ``settings.max_truncated_fraction`` of the source's examples were truncated."""
+    """Raise when more than ``settings.max_truncated_fraction`` of the source's examples were truncated (a
+    `ConfigError`: the CLI prints its message alone, since it names the settings to change)."""
     if report.truncated_share <= settings.max_truncated_fraction:
         return
     longest = report.longest_truncated
     lengths = ", ".join(str(n) for n in longest)
     which = f"the longest are {lengths} tokens" if len(longest) > 1 else f"the longest is {lengths} tokens"
-    raise ValueError(
+    raise ConfigError(
         f"data source '{report.name}' ({report.path}): {len(report.truncated_lengths)} of {report.tokenized} "
         f"examples ({report.truncated_share:.1%}) are longer than max_length={settings.max_length} tokens and were "
         f"truncated, more than max_truncated_fraction={settings.max_truncated_fraction}; {which}. Raise "
@@ -219,7 +221,7 @@ def check_has_examples(report: SourceReport) -> None:
     if report.counts["examples"]:
         return
     where = ", ".join(f"{reason}: {n}" for reason, n in report.drops.items()) or "no reason counted"
-    raise ValueError(
+    raise ConfigError(
         f"data source '{report.name}' ({report.path}) gave no examples: {report.counts['rows_read']} rows read, "
         f"{report.counts['records']} records ({where}). Fix the rows (on_error: raise stops at the first bad one "
         "with its file and line) or remove the source."

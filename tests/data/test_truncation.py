@@ -9,7 +9,7 @@ from lit_align.data.datamodule import AlignDataModule, DataSource
 from lit_align.data.prepare import PrepareSettings
 from lit_align.data.tokenize import tokenize_conversation
 
-from ..conftest import TINY_MODEL
+from ..conftest import ROOT, TINY_MODEL
 
 
 def _chat(i: int, words: int) -> list[dict]:
@@ -64,3 +64,19 @@ def test_max_truncated_fraction_is_checked_and_travels_in_settings():
         PrepareSettings(max_truncated_fraction=1.5)
     data = AlignDataModule([DataSource("x.jsonl")], tokenizer=str(TINY_MODEL), max_truncated_fraction=1.0)
     assert data.settings.max_truncated_fraction == 1.0
+
+
+def test_the_command_prints_the_truncation_stop_as_one_error_line(tmp_path, monkeypatch, capsys):
+    from lit_align.cli import main
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr("sys.argv", ["lit_align"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["fit", "--config", "configs/quickstart/sft.yaml", "--data.max_length", "16",
+             f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.enable_progress_bar=false"]
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: data source 'sft_train' (assets/demo/sft_train.jsonl): 2000 of 2000 examples")
+    assert "Traceback" not in err
