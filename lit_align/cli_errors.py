@@ -44,8 +44,15 @@ class AlignArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG", "").lower() in ("1", "true", "yes"):
             super().error(message, ex)
-        sys.stderr.write(explain(message, ex, list(self._option_string_actions)) + "\n")
+        sys.stderr.write(explain(message, ex, list(self._option_string_actions), _subcommand(self.prog)) + "\n")
         self.exit(2)
+
+
+def _subcommand(prog: str) -> str:
+    """The subcommand a parser serves (its ``prog`` ends with it: ``lit_align [options] validate``), for the help
+    line; ``fit`` for the top-level parser."""
+    last = prog.split()[-1] if prog.split() else ""
+    return last if last in ("fit", "validate", "test", "predict") else "fit"
 
 
 @dataclass
@@ -57,20 +64,21 @@ class _Trail:
     innermost: BaseException | None = None
 
 
-def explain(message: str, error: BaseException | None, options: list[str] | None = None) -> str:
+def explain(message: str, error: BaseException | None, options: list[str] | None = None, command: str = "fit") -> str:
     """The text to print for a failed parse: ``error: ...`` and at most a few indented lines.
 
     ``message`` is what jsonargparse would print, ``error`` the exception it came from (``None`` for argparse's own
-    errors), ``options`` the option strings of the parser that failed (for "unrecognized arguments").
+    errors), ``options`` the option strings of the parser that failed (for "unrecognized arguments"), ``command``
+    the subcommand whose ``--help`` the last line names.
     """
     if message.startswith("unrecognized arguments:"):
-        return _unrecognized(message, options or [])
+        return _unrecognized(message, options or [], command)
     trail = _trail(error)
     if trail.innermost is None or not trail.steps:
-        return f"error: {message.strip()}\n  help: {PROG} fit --help"
+        return f"error: {message.strip()}\n  help: {PROG} {command} --help"
     key, classes = _key_and_classes(trail.steps)
     inner = str(trail.innermost).strip()
-    help_line = _help_command(trail.steps)
+    help_line = _help_command(trail.steps, command)
     if match := _UNKNOWN_OPTION.match(inner):
         name = match.group(1)
         owner = classes[-1] if classes else None
@@ -131,7 +139,7 @@ def _key_and_classes(steps: list[tuple[str, str]]) -> tuple[str, list[str]]:
     return ".".join(parts), classes
 
 
-def _help_command(steps: list[tuple[str, str]]) -> str:
+def _help_command(steps: list[tuple[str, str]], command: str = "fit") -> str:
     """``lit_align fit --model A --model.init_args.loss.help B``: the help of the innermost class that can be chosen
     by ``class_path``, with the classes above it named first (jsonargparse needs them to find the key)."""
     chosen: list[tuple[str, str]] = []  # (key, class path) for each class chosen by class_path
@@ -143,13 +151,13 @@ def _help_command(steps: list[tuple[str, str]]) -> str:
             chosen.append((".".join(parts), value))
             parts.append("init_args")
     if not chosen:
-        return f"  help: {PROG} fit --help"
+        return f"  help: {PROG} {command} --help"
     args = [f"--{key} {class_path}" for key, class_path in chosen[:-1]]
     key, class_path = chosen[-1]
-    return f"  help: {' '.join([PROG, 'fit', *args, f'--{key}.help {class_path}'])}"
+    return f"  help: {' '.join([PROG, command, *args, f'--{key}.help {class_path}'])}"
 
 
-def _unrecognized(message: str, options: list[str]) -> str:
+def _unrecognized(message: str, options: list[str], command: str = "fit") -> str:
     words = message.split(":", 1)[1].split()
     lines = []
     for word in words:
@@ -161,7 +169,7 @@ def _unrecognized(message: str, options: list[str]) -> str:
         lines.append(f"error: {name[2:]}: no such option{_did_you_mean(name, siblings)}")
     if not lines:
         lines.append(f"error: {message}")
-    return "\n".join([*lines, f"  help: {PROG} fit --help"])
+    return "\n".join([*lines, f"  help: {PROG} {command} --help"])
 
 
 def _did_you_mean(name: str, candidates: list[str]) -> str:

@@ -15,10 +15,10 @@ def _plain_argv(monkeypatch):
     monkeypatch.setattr("sys.argv", ["lit_align"])
 
 
-def _parse_error(capsys, *args: str) -> list[str]:
+def _parse_error(capsys, *args: str, command: str = "fit") -> list[str]:
     """stderr lines of a run that must stop at parsing with exit code 2."""
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", QUICKSTART_DPO, *args, "--print_config"])
+        main([command, "--config", QUICKSTART_DPO, *args, "--print_config"])
     assert exit_info.value.code == 2
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -100,6 +100,15 @@ def test_a_misspelled_top_level_option(capsys):
         "error: data.batch_sise: no such option; did you mean `--data.batch_size`?",
         "  help: lit_align fit --help",
     ]
+
+
+def test_the_help_line_names_the_subcommand_that_failed(capsys):
+    assert _parse_error(capsys, "--data.batch_sise", "4", command="validate") == [
+        "error: data.batch_sise: no such option; did you mean `--data.batch_size`?",
+        "  help: lit_align validate --help",
+    ]
+    lines = _parse_error(capsys, "--model.init_args.lossx", "1", command="validate")
+    assert lines[-1] == "  help: lit_align validate --model.help lit_align.modules.PreferenceModule"
 
 
 def test_a_class_path_that_does_not_import(capsys):
