@@ -67,7 +67,8 @@ def main(args: list[str] | None = None) -> None:
     except (ValueError, OSError, ConnectionError) as error:  # FileNotFoundError, FileExistsError: OSErrors
         if os.environ.get("LIT_ALIGN_TRACEBACK"):
             raise
-        _fail(error, code=1)
+        sys.stderr.write(f"error: {error}\n(LIT_ALIGN_TRACEBACK=1 shows where it was raised)\n")
+        sys.exit(1)
 
 
 def evaluate(model: EvalModel, settings: HarnessSettings, output_dir: Path, resolved: Any, overwrite=False) -> Path:
