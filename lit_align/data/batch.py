@@ -11,6 +11,9 @@ every sequence of the batch end to end in one row, ``position_ids`` restarting a
 builds attention that never crosses two sequences from the restarting positions (flash-attention's variable-length
 kernel on GPU, a block-diagonal causal mask under SDPA or eager). Modules read either through ``model_inputs()``
 and ``sequence_sums()`` and never branch on the layout.
+
+A `PromptBatch` (task ``prompt``: GRPO, expert iteration) holds prompts only, padded on the LEFT so every row ends
+where generation starts, with the messages and reward fields of each prompt beside the ids.
 """
 
 from __future__ import annotations
@@ -128,3 +131,34 @@ class PreferenceBatch(SequenceBatch):
     def _check_padded(self, what: str) -> None:
         if self.packed:
             raise ValueError(f"{what} splits rows; a packed batch holds every sequence in one row")
+
+
+@dataclass
+class PromptBatch:
+    """``P`` prompts to sample completions for: ``input_ids`` ``[P, T]`` padded on the left with the pad id,
+    ``attention_mask`` ``[P, T]`` (0 on padding), and per prompt its messages (after the system prompt and template),
+    its reward ``fields`` (``ground_truth`` and the row's other columns, passed to reward functions as keyword
+    arguments) and ``sources`` (``"<source name>:<row>"``, so a reward error can name the record).
+
+    ``index``/``split`` identify the prompts as in a `PreferenceBatch`. The module sets ``completion_tokens`` and
+    ``generation_time`` (seconds) after sampling; the throughput callback reads them.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    prompts: list[list[dict]]
+    fields: list[dict]
+    sources: list[str]
+    index: torch.Tensor | None = None
+    split: str | None = None
+    completion_tokens: int = 0
+    generation_time: float = 0.0
+
+    @property
+    def num_sequences(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def num_samples(self) -> int:
+        """Prompts in the batch."""
+        return self.num_sequences

@@ -31,11 +31,17 @@ def overlap_warning(report: SourceReport) -> str | None:
 
 
 def truncation_warning(split: str, report: SourceReport, max_length: int) -> str | None:
-    """What to tell the user when some of a source's examples were cut at ``max_length`` (too many is an error,
-    raised while preparing: `prepare.check_truncation`)."""
+    """What to tell the user when some of a source's examples were cut at ``max_length``, or (task prompt) dropped
+    as longer (too many is an error, raised while preparing: `prepare.check_truncation`)."""
     cut = len(report.truncated_lengths)
     if not cut:
         return None
+    if report.counts["dropped/prompt_too_long"]:
+        return (
+            f"data[{split}/{report.name}]: {cut} of {report.tokenized} prompts ({report.truncated_share:.1%}) were "
+            f"longer than max_length={max_length} tokens and dropped (the longest had {report.longest_truncated[0]}); "
+            "raise data.max_length to keep them"
+        )
     return (
         f"data[{split}/{report.name}]: {cut} of {report.tokenized} examples ({report.truncated_share:.1%}) were "
         f"truncated to max_length={max_length} tokens (the longest had {report.longest_truncated[0]}); raise "
@@ -111,12 +117,17 @@ def _source_tables(reports: list[SourceReport], bounds: list[int]) -> list[str]:
     return lines
 
 
+def _one_line(value) -> str:
+    """A setting as one line: a prompt template's line breaks, written out, would break the Markdown list."""
+    return str(value).replace("\n", "\\n")
+
+
 def render_data_card(
     splits: dict[str, list[SourceReport]], bounds: list[int], settings: dict, mix: dict | None = None
 ) -> str:
     """Markdown for ``DATA_CARD.md``: one section per split, then the expected training mix."""
     lines = ["# Data card", ""]
-    lines += [f"- {key}: `{value}`" for key, value in settings.items()]
+    lines += [f"- {key}: `{_one_line(value)}`" for key, value in settings.items()]
     for split, reports in splits.items():
         lines += ["", f"## {split}", ""]
         lines += _source_tables(reports, bounds) if reports else ["No sources."]

@@ -80,7 +80,8 @@ def _closes(line: str, fence: str) -> bool:
 
 
 def normalize_record(record: dict, *, nfkc: bool = True) -> dict:
-    """Return a copy of `record` with every message content normalised."""
+    """Return a copy of `record` with every message content normalised (a prompt record's ``ground_truth`` is left
+    as it is: the reward compares it with the model's answer, and a verifier may care about its exact text)."""
     out = dict(record)
     for key in MESSAGE_FIELDS:
         if key in record:
@@ -89,7 +90,8 @@ def normalize_record(record: dict, *, nfkc: bool = True) -> dict:
 
 
 def record_hash(record: dict) -> str:
-    """SHA-256 of the normalised conversation (roles and contents only; source, row and lang excluded)."""
+    """SHA-256 of the normalised conversation (roles and contents only; source, row and lang excluded), and of a
+    prompt record's ground truth: the same question with another answer is another record, not a duplicate."""
     return _digest(normalize_record(record))
 
 
@@ -97,6 +99,8 @@ def _digest(normalized: dict) -> str:
     canonical = {
         key: [[m["role"], m["content"]] for m in normalized[key]] for key in MESSAGE_FIELDS if key in normalized
     }
+    if "ground_truth" in normalized:
+        canonical["ground_truth"] = normalized["ground_truth"]
     payload = json.dumps(canonical, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 

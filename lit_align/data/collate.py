@@ -4,7 +4,8 @@ Padding is on the right with the tokenizer's pad id, attention mask 0 and label 
 carry neither attention nor loss. Packing (``data.packing``) puts every sequence of the batch end to end in one
 row, with positions restarting at 0 for each; each sequence's first token gets label -100, as it has in a padded
 row, where nothing predicts it. A preference batch holds all chosen sequences, then all rejected ones: the module
-runs them through the model in a single forward (see `lit_align.data.batch`).
+runs them through the model in a single forward (see `lit_align.data.batch`). Prompts for generation (task
+``prompt``) are padded on the left instead, so that every row ends where the completion starts.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import torch
 
 from lit_align.constants import IGNORE_INDEX
-from lit_align.data.batch import PreferenceBatch, SequenceBatch
+from lit_align.data.batch import PreferenceBatch, PromptBatch, SequenceBatch
+from lit_align.models.generation_inputs import left_pad
 
 
 def _pad(rows: list[list[int]], value: int, length: int) -> torch.Tensor:
@@ -62,6 +64,14 @@ def pack_batch(
     }
 
 
+def identity(examples: list[dict]) -> tuple[torch.Tensor, str]:
+    """``index`` (LongTensor ``[n]``, in example order) and the one ``split`` of examples the data module numbered."""
+    splits = {e["split"] for e in examples}
+    if len(splits) != 1:
+        raise ValueError(f"a batch mixes examples of several splits: {sorted(splits)}")
+    return torch.tensor([e["index"] for e in examples], dtype=torch.long), splits.pop()
+
+
 class SFTCollator:
     """Examples ``{"input_ids", "labels"}`` to a `SequenceBatch`, padded or (``packing``) packed."""
 
@@ -94,11 +104,7 @@ class PreferenceCollator(SFTCollator):
         if "guided_chosen_input_ids" in examples[0]:
             batch.guided = self._pairs(examples, "guided_")
         if "index" in examples[0]:
-            splits = {e["split"] for e in examples}
-            if len(splits) != 1:
-                raise ValueError(f"a batch mixes examples of several splits: {sorted(splits)}")
-            batch.index = torch.tensor([e["index"] for e in examples], dtype=torch.long)
-            batch.split = splits.pop()
+            batch.index, batch.split = identity(examples)
             if batch.guided is not None:
                 batch.guided.index, batch.guided.split = batch.index, batch.split
         return batch
@@ -107,3 +113,29 @@ class PreferenceCollator(SFTCollator):
         ids = [e[f"{prefix}chosen_input_ids"] for e in examples] + [e[f"{prefix}rejected_input_ids"] for e in examples]
         labels = [e[f"{prefix}chosen_labels"] for e in examples] + [e[f"{prefix}rejected_labels"] for e in examples]
         return PreferenceBatch(**self._layout(ids, labels))
+
+
+class PromptCollator:
+    """Prompt examples ``{"prompt_input_ids", "prompt", "fields", "source", "row"}`` to a `PromptBatch`, padded on
+    the left; examples that carry ``index``/``split`` (as the data module gives them) add those too."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, examples: list[dict]) -> PromptBatch:
+        input_ids, attention_mask = left_pad([e["prompt_input_ids"] for e in examples], self.pad_token_id)
+        batch = PromptBatch(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            prompts=[e["prompt"] for e in examples],
+            fields=[e["fields"] for e in examples],
+            sources=[_where(e) for e in examples],
+        )
+        if "index" in examples[0]:
+            batch.index, batch.split = identity(examples)
+        return batch
+
+
+def _where(example: dict) -> str:
+    source = example.get("source", "?")
+    return source if example.get("row") is None else f"{source}:{example['row']}"

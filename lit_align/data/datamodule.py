@@ -5,11 +5,16 @@ and chat template; see `lit_align.data.prepare`), reports what each source contr
 training batches from a `LengthBucketBatchSampler`: one length bucket per batch so padding stays small,
 sources mixed by weight, an optional Chinese share and curriculum, deterministic per seed and epoch, and
 resumable mid-epoch because its position is part of this module's ``state_dict`` (saved in checkpoints).
+
+For RL from verifiable rewards (task ``prompt``) it serves prompt batches, left-padded for generation, each batch
+``batch_repeats`` times when GRPO takes several steps per rollout (`RepeatedBatches`); expert iteration hands back
+the completions it kept (`use_generated_examples`) and trains on those as SFT examples.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Literal
 
 from lightning.pytorch import LightningDataModule
@@ -25,10 +30,11 @@ from lit_align.data.card import (
     summary_line,
     truncation_warning,
 )
-from lit_align.data.collate import PreferenceCollator, SFTCollator
+from lit_align.data.collate import PreferenceCollator, PromptCollator, SFTCollator
 from lit_align.data.curriculum import CurriculumStage
 from lit_align.data.loader import ResumableDataLoader
-from lit_align.data.prepare import DataSource, PreparedData, PrepareSettings, prepare_sources
+from lit_align.data.prepare import DataSource, PreparedData, PrepareSettings, effective_bounds, prepare_sources
+from lit_align.data.repeat import RepeatedBatches, check_layout
 from lit_align.data.sampler import LengthBucketBatchSampler
 from lit_align.tokenizer import load_tokenizer
 
@@ -38,16 +44,20 @@ __all__ = ["AlignDataModule", "DataSource"]
 
 
 class AlignDataModule(LightningDataModule):
-    """Chat (SFT) or preference data for every lit_align module.
+    """Chat (SFT), preference or prompt data for every lit_align module.
 
     Args:
         train: Training sources.
         val: Validation sources (none: no validation). A single path is short for ``[{path: <path>}]``, so
             ``lit_align validate ... --data.val held_out.jsonl`` scores a checkpoint on one file (format auto).
         tokenizer: Tokenizer path; linked from the model by the CLI.
-        task: ``sft`` or ``preference``; linked from the model by the CLI. Preference records feed SFT as
-            prompt + chosen; SFT records cannot feed a preference module.
-        max_length: Longest sequence in tokens; longer ones are truncated and counted.
+        task: ``sft``, ``preference`` or ``prompt``; linked from the model by the CLI. Preference records feed SFT
+            as prompt + chosen; SFT records cannot feed a preference module. ``prompt`` (GRPO, expert iteration)
+            reads prompts with a ground truth (``format: auto`` reads a source as ``prompt``, keeping its columns as
+            reward fields); chat records give the prompt through the last user turn and their last assistant
+            message as the ground truth; preference pairs are refused.
+        max_length: Longest sequence in tokens; longer ones are truncated and counted. Prompts (task ``prompt``)
+            are never cut: longer ones are dropped and counted (``dropped/prompt_too_long``).
         max_prompt_length: For preference pairs, the prompt keeps at least this many of its last tokens when
             a pair is truncated (default ``max_length // 2``).
         max_truncated_fraction: Largest share of a source's examples that may be cut at ``max_length`` (a
@@ -83,6 +93,13 @@ class AlignDataModule(LightningDataModule):
             ``val/`` and the others under ``val_<name>/`` (e.g. ``val_hh_rlhf/rewards/accuracies``).
         guidance_text: Preference data only: also tokenise every pair with this instruction in the system
             message (the batch's ``guided`` pairs), for preference-guided DPO with ``guidance: text``.
+        system_prompt: Task ``prompt`` only: the system message of every prompt (a system message of the data
+            keeps its text after it).
+        prompt_template: Task ``prompt`` only: a ``str.format`` string with one ``{prompt}`` field that wraps the
+            last user message, e.g. ``"{prompt}\nGive the final answer after ####."``.
+        batch_repeats: Serve every training batch this many times in a row, the batches of one optimizer step
+            (``trainer.accumulate_grad_batches``) as a block, so GRPO can take several steps on one batch's
+            rollouts; the CLI links it from the module's ``num_iterations``.
     """
 
     def __init__(
@@ -90,7 +107,7 @@ class AlignDataModule(LightningDataModule):
         train: list[DataSource],
         val: list[DataSource] | str | None = None,
         tokenizer: str | None = None,
-        task: Literal["sft", "preference"] = "sft",
+        task: Literal["sft", "preference", "prompt"] = "sft",
         max_length: int = 1024,
         max_prompt_length: int | None = None,
         batch_size: int = 8,
@@ -112,6 +129,9 @@ class AlignDataModule(LightningDataModule):
         guidance_text: str | None = None,
         separate_val_sets: bool = False,
         max_truncated_fraction: float = 0.2,
+        system_prompt: str | None = None,
+        prompt_template: str | None = None,
+        batch_repeats: int = 1,
     ) -> None:
         super().__init__()
         if tokenizer is None:
@@ -123,6 +143,12 @@ class AlignDataModule(LightningDataModule):
         _check_sizes(max_length, max_prompt_length, batch_size, eval_batch_size, max_val_examples, num_workers)
         _check_shares(min_zh_ratio, target_zh_share, zh_share_tolerance)
         check_at_least("data.pad_to_multiple_of", pad_to_multiple_of, 1)
+        check_at_least("data.batch_repeats", batch_repeats, 1, why=" (linked from the module's num_iterations)")
+        if packing and task == "prompt":
+            raise ConfigError(
+                "data.packing: true is not supported with task prompt: prompts are padded on the left for "
+                "generation. Remove data.packing"
+            )
         for bound in bucket_bounds or ():
             check_at_least("data.bucket_bounds[...]", bound, 1, why=" (a length in tokens)")
         self.train_sources = list(train)
@@ -140,6 +166,8 @@ class AlignDataModule(LightningDataModule):
             guidance_text=guidance_text,
             drop_in_train=val_in_train == "drop",
             max_truncated_fraction=max_truncated_fraction,
+            system_prompt=system_prompt,
+            prompt_template=prompt_template,
         )
         self.bounds = list(self.settings.bucket_bounds)
         self.batch_size = batch_size
@@ -153,11 +181,16 @@ class AlignDataModule(LightningDataModule):
         self.pad_to_multiple_of = pad_to_multiple_of
         self.packing = packing
         self.separate_val_sets = separate_val_sets
+        self.batch_repeats = batch_repeats
         self.tokenizer = None
         self.train_data: PreparedData | None = None
         self.val_data: PreparedData | None = None
-        self._sampler: LengthBucketBatchSampler | None = None
+        self._sampler: LengthBucketBatchSampler | RepeatedBatches | None = None
         self._pending_sampler_state: dict | None = None
+        self._generated: list[dict] | None = None
+        self.example_source: Callable[[int], list[dict]] | None = None
+        """Set by a module that makes its training examples during the run (expert iteration): called with the
+        epoch each time the training loader is built; what it returns goes to `use_generated_examples`."""
 
     # ---- preparation --------------------------------------------------------------------------------------
 
@@ -217,6 +250,12 @@ class AlignDataModule(LightningDataModule):
             "max_truncated_fraction": self.settings.max_truncated_fraction,
             "seed": self.seed,
         }
+        if self.settings.task == "prompt":
+            settings.update(
+                system_prompt=self.settings.system_prompt,
+                prompt_template=self.settings.prompt_template,
+                batch_repeats=self.batch_repeats,
+            )
         mix = expected_mix(sampler.plan(), self.train_data.examples, self.bounds)
         splits = {"train": self.train_data.reports, "val": self.val_data.reports}
         return render_data_card(splits, self.bounds, settings, mix)
@@ -268,6 +307,8 @@ class AlignDataModule(LightningDataModule):
     # ---- loaders ------------------------------------------------------------------------------------------
 
     def _collator(self):
+        if self.settings.task == "prompt":
+            return PromptCollator(self.tokenizer.pad_token_id)
         kind = PreferenceCollator if self.settings.task == "preference" else SFTCollator
         return kind(self.tokenizer.pad_token_id, self.pad_to_multiple_of, self.packing)
 
@@ -289,16 +330,71 @@ class AlignDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         num_replicas, rank = self._world()
-        self._sampler = self.make_train_sampler(num_replicas, rank)
+        if self.example_source is not None:
+            self.use_generated_examples(self.example_source(self.trainer.current_epoch if self.trainer else 0))
+        if self._generated is None:
+            examples, collator = self.train_data.examples, self._collator()
+            sampler = self.make_train_sampler(num_replicas, rank)
+        else:
+            examples, collator = self._generated, SFTCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
+            sampler = self._generated_sampler(num_replicas, rank)
+        if self.batch_repeats > 1:
+            block = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+            sampler = RepeatedBatches(sampler, self.batch_repeats, block)
+        self._sampler = sampler
         if self._pending_sampler_state is not None:
+            if self.batch_repeats == 1:
+                check_layout(self._pending_sampler_state, 1, 1)
             self._sampler.load_state_dict(self._pending_sampler_state)
             self._pending_sampler_state = None
         return ResumableDataLoader(
-            self.train_data.examples,
-            batch_sampler=self._sampler,
-            collate_fn=self._collator(),
-            num_workers=self.num_workers,
+            examples, batch_sampler=self._sampler, collate_fn=collator, num_workers=self.num_workers
         )
+
+    def use_generated_examples(self, examples: list[dict]) -> None:
+        """From the next ``train_dataloader()`` call on, train on these SFT examples (``input_ids``, ``labels``,
+        ``length``, ``lang``, ``source``) instead of the prepared ones: expert iteration hands over the completions
+        it kept each round (with ``reload_dataloaders_every_n_epochs: 1``). They are batched like SFT data, by a
+        `LengthBucketBatchSampler` with the run's seed and the trainer's epoch, and numbered with split
+        ``generated``, so nothing mistakes them for train examples; ``split_examples("train")`` stays the prompts."""
+        required = ("input_ids", "labels", "length", "lang", "source")
+        if not examples:
+            raise ValueError("use_generated_examples got no examples: there is nothing to train on this round")
+        for number, example in enumerate(examples):
+            if missing := [key for key in required if key not in example]:
+                raise ValueError(f"generated example {number} lacks {missing}; each needs {list(required)}")
+        self._generated = [{**example, "index": i, "split": "generated"} for i, example in enumerate(examples)]
+
+    def _generated_sampler(self, num_replicas: int, rank: int) -> LengthBucketBatchSampler:
+        """Prompt and completion together may pass ``max_length``: the longest gets a bucket of its own size."""
+        examples = self._generated
+        lengths = [e["length"] for e in examples]
+        sources = [e["source"] for e in examples]
+        weights = self.source_weights()
+        if weights is not None:
+            weights = {name: w for name, w in weights.items() if name in set(sources)}
+            weights = weights if any(w > 0 for w in weights.values()) else None
+        if len(examples) < self.batch_size * num_replicas:
+            rank_zero_warn(
+                f"only {len(examples)} generated examples, fewer than one batch of {self.batch_size} on each of "
+                f"{num_replicas} device(s): this epoch trains on nothing"
+            )
+        sampler = LengthBucketBatchSampler(
+            lengths,
+            self.batch_size,
+            languages=[e["lang"] for e in examples],
+            sources=sources,
+            bucket_bounds=effective_bounds(self.bounds, max(self.settings.max_length, *lengths)),
+            source_weights=weights,
+            target_zh_share=self.target_zh_share,
+            zh_share_tolerance=self.zh_share_tolerance,
+            seed=self.seed,
+            num_replicas=num_replicas,
+            rank=rank,
+            drop_last=True,
+        )
+        sampler.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
+        return sampler
 
     @property
     def val_set_names(self) -> list[str]:

@@ -8,20 +8,29 @@ every row went.
 
 Two outcomes stop preparation rather than let a run train on something other than what the user meant: a
 source that gives no examples at all, and one whose examples are mostly cut at ``max_length`` (more than
-``max_truncated_fraction``): a model trained on answers cut in the middle learns to stop mid-sentence.
+``max_truncated_fraction``): a model trained on answers cut in the middle learns to stop mid-sentence. Prompts
+(task ``prompt``) are never cut but dropped, and the same limit applies to the share dropped.
+
+Under task ``prompt`` a source with ``format: auto`` is read as ``prompt``, so its columns reach the reward
+functions; a source declared in an SFT format gives its chat records, whose last assistant turn becomes the ground
+truth (`as_prompt_record`).
 """
 
 from __future__ import annotations
 
 import bisect
+import string
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from lit_align.checks import ConfigError
 from lit_align.data.clean import clean_records, record_hash
-from lit_align.data.examples import tokenize_record
+from lit_align.data.errors import DataFormatError, FieldError
+from lit_align.data.examples import as_prompt_record, tokenize_record
 from lit_align.data.read import read_source, source_name
+
+TASKS = ("sft", "preference", "prompt")
 
 
 @dataclass
@@ -112,7 +121,7 @@ class PrepareSettings:
     step of preparation."""
 
     task: str = "sft"
-    """``sft`` or ``preference``: which examples to make."""
+    """``sft``, ``preference`` or ``prompt``: which examples to make."""
     max_length: int = 1024
     """Longest sequence in tokens; longer ones are truncated and counted."""
     max_prompt_length: int | None = None
@@ -132,11 +141,26 @@ class PrepareSettings:
     drop_in_train: bool = False
     """Drop validation records that are also training records (they are counted either way)."""
     max_truncated_fraction: float = 0.2
-    """Largest share of a source's examples that may be cut at ``max_length``; more stops preparation."""
+    """Largest share of a source's examples that may be cut at ``max_length`` (prompts: dropped); more stops
+    preparation."""
+    system_prompt: str | None = None
+    """Task ``prompt``: the system message of every prompt (a system message of the data follows it)."""
+    prompt_template: str | None = None
+    """Task ``prompt``: a ``str.format`` string with one ``{prompt}`` field that wraps the last user message."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_truncated_fraction <= 1.0:
             raise ValueError(f"max_truncated_fraction must be in [0, 1], got {self.max_truncated_fraction}")
+        if self.task not in TASKS:
+            raise ConfigError(f"data.task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        for key in ("system_prompt", "prompt_template"):
+            if getattr(self, key) is not None and self.task != "prompt":
+                raise ConfigError(
+                    f"data.{key} shapes the prompts of task prompt (GRPO, expert iteration), but the task is "
+                    f"{self.task!r}: remove data.{key}"
+                )
+        if self.prompt_template is not None:
+            check_prompt_template(self.prompt_template)
         object.__setattr__(self, "bucket_bounds", tuple(effective_bounds(self.bucket_bounds, self.max_length)))
 
 
@@ -161,10 +185,12 @@ def prepare_sources(
     seen: set[str] = set()
     examples, kept_records, reports = [], [], []
     for source, name in zip(sources, names, strict=True):
-        report = SourceReport(name, source.path, source.format)
+        # Task prompt reads auto sources as `prompt`, which keeps every column for the reward functions.
+        format = "prompt" if settings.task == "prompt" and source.format == "auto" else source.format
+        report = SourceReport(name, source.path, format)
         records, read_counts = read_source(
             source.path,
-            source.format,
+            format,
             name=name,
             split=source.split,
             on_error=settings.on_error,
@@ -174,6 +200,8 @@ def prepare_sources(
         )
         for key, value in read_counts.items():
             report.counts[_read_key(key)] += value
+        if settings.task == "prompt":
+            records = _prompt_records(records, source.path, settings.on_error, report.counts)
         report.counts["records"] = len(records)
         ratio = settings.min_zh_ratio if source.min_zh_ratio is None else source.min_zh_ratio
         records, drops = clean_records(
@@ -187,7 +215,7 @@ def prepare_sources(
             example = tokenize_record(record, tokenizer, settings, report.counts, report.truncated_lengths)
             if example is None:
                 continue
-            example.update(lang=record["lang"], source=name)
+            example.update(lang=record["lang"], source=name, row=record.get("row"))
             report.languages[record["lang"]] += 1
             report.buckets[bucket_of(example["length"], list(settings.bucket_bounds))] += 1
             examples.append(example)
@@ -207,6 +235,14 @@ def check_truncation(report: SourceReport, settings: PrepareSettings) -> None:
     longest = report.longest_truncated
     lengths = ", ".join(str(n) for n in longest)
     which = f"the longest are {lengths} tokens" if len(longest) > 1 else f"the longest is {lengths} tokens"
+    if settings.task == "prompt":
+        raise ConfigError(
+            f"data source '{report.name}' ({report.path}): {len(report.truncated_lengths)} of {report.tokenized} "
+            f"prompts ({report.truncated_share:.1%}) are longer than max_length={settings.max_length} tokens and were "
+            f"dropped (a prompt is never cut: a question cut short has no verifiable answer), more than "
+            f"max_truncated_fraction={settings.max_truncated_fraction}; {which}. Raise data.max_length (to "
+            f"{longest[0]} to keep them all), or data.max_truncated_fraction if dropping them is intended."
+        )
     raise ConfigError(
         f"data source '{report.name}' ({report.path}): {len(report.truncated_lengths)} of {report.tokenized} "
         f"examples ({report.truncated_share:.1%}) are longer than max_length={settings.max_length} tokens and were "
@@ -214,6 +250,27 @@ def check_truncation(report: SourceReport, settings: PrepareSettings) -> None:
         f"data.max_length (to {longest[0]} to keep them all whole), or data.max_truncated_fraction if cutting them "
         "is intended."
     )
+
+
+def check_prompt_template(template: str) -> None:
+    """A `ConfigError` naming ``data.prompt_template`` unless it is a ``str.format`` string whose only field is
+    ``{prompt}`` (literal braces written ``{{`` and ``}}``)."""
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        if names == {"prompt"}:
+            template.format(prompt="")
+    except (ValueError, KeyError, IndexError) as err:
+        raise ConfigError(
+            f"data.prompt_template {template!r} is not a valid format string ({err}); write literal braces as "
+            "{{ and }}"
+        ) from None
+    if names != {"prompt"}:
+        others = sorted(names - {"prompt"})
+        what = f"has other fields {others}" if others else "has no {prompt} field"
+        raise ConfigError(
+            f"data.prompt_template {template!r} {what}: it takes one field, {{prompt}}, which the question fills, "
+            "e.g. '{prompt}\\nGive the final answer after ####.'"
+        )
 
 
 def check_has_examples(report: SourceReport) -> None:
@@ -239,6 +296,20 @@ def _check_against_train(records: list[dict], train_digests: set[str], drop: boo
         return records
     counts["dropped/in_train"] += sum(in_train)
     return [record for record, seen in zip(records, in_train, strict=True) if not seen]
+
+
+def _prompt_records(records: list[dict], path: str, on_error: str, counts: Counter) -> list[dict]:
+    """Records of a source for task prompt (`as_prompt_record`); a chat with no user turn is an error at its line
+    (``on_error: skip``: counted under ``error/<field>``)."""
+    out = []
+    for record in records:
+        try:
+            out.append(as_prompt_record(record))
+        except FieldError as err:
+            if on_error == "raise":
+                raise DataFormatError(path, record.get("row"), err.field, err.reason) from None
+            counts[f"error/{err.field}"] += 1
+    return out
 
 
 def _read_key(key: str) -> str:

@@ -82,6 +82,13 @@ def tokenize_sft(tokenizer, messages: list[dict], max_length: int) -> Tokenized:
     return out
 
 
+def tokenize_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a prompt as the model sees it before it answers: the chat template with the generation prompt
+    (the assistant turn's opening), no special tokens added (the template holds the ones it wants)."""
+    text = _render(tokenizer, messages, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def _fit_pair_side(seq: Tokenized, max_length: int, max_prompt_length: int) -> Tokenized:
     """Drop prompt tokens from the start down to ``max_prompt_length``, then completion tokens from the end."""
     if len(seq.input_ids) <= max_length:

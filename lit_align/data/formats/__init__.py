@@ -1,7 +1,7 @@
 """Registry of row converters and the key-based format detection used by ``format="auto"``.
 
-Each format module exposes ``convert(row, **options) -> list[dict]``, returning internal SFT or preference
-records without ``source``/``lang``/``row`` (the reader adds those). Detection looks only at the keys and
+Each format module exposes ``convert(row, **options) -> list[dict]``, returning internal SFT, preference or
+prompt records without ``source``/``lang``/``row`` (the reader adds those). Detection looks only at the keys and
 value types of the first row, so its rules are ordered from the most specific schema to the most generic:
 UltraFeedback rows are also valid TRL preference rows, and ShareGPT preference rows also hold a plain
 ``conversations`` list, so the richer reading has to be tried first.
@@ -20,11 +20,13 @@ from lit_align.data.formats import (
     oasst,
     pku_saferlhf,
     preference,
+    prompt,
     qa,
     sharegpt,
     shp,
     ultrafeedback,
 )
+from lit_align.data.formats._fields import PROMPT_END_ROLES
 
 FORMATS: dict[str, Callable[..., list[dict]]] = {
     "messages": messages.convert,
@@ -38,6 +40,7 @@ FORMATS: dict[str, Callable[..., list[dict]]] = {
     "shp": shp.convert,
     "pku_saferlhf": pku_saferlhf.convert,
     "oasst": oasst.convert,
+    "prompt": prompt.convert,
 }
 
 
@@ -45,7 +48,9 @@ def detect_format(row: dict) -> str:
     """Return the name of the format in `FORMATS` that reads `row`, judged by its keys.
 
     A row with both ``messages`` and ``chosen``/``rejected`` is a preference row (TRL's reading; `tie_note`
-    tells the user). Raises FieldError (field None) when no rule matches, listing the keys that were seen.
+    tells the user). A ``prompt``, or ``messages`` ending with a user turn, beside a ground-truth column is a prompt
+    row; GSM8K's ``question``/``answer`` stays ``qa`` (task ``prompt`` reads it as prompt data all the same).
+    Raises FieldError (field None) when no rule matches, listing the keys that were seen.
     """
     keys = set(row)
     if ("message_tree_id" in keys and isinstance(row.get("prompt"), dict)) or {"message_id", "text"} <= keys:
@@ -58,6 +63,8 @@ def detect_format(row: dict) -> str:
         return "pku_saferlhf"
     if _is_hh_transcript(row):
         return "hh_rlhf"
+    if _is_prompt_row(row):
+        return "prompt"
     if "conversations" in keys:
         turns = row["conversations"]
         first = turns[0] if isinstance(turns, list) and turns else {}
@@ -90,9 +97,21 @@ def declared_format_hint(row: dict, format: str) -> str:
         detected = detect_format(row)
     except FieldError:
         return ""
-    if detected == format:
+    # `prompt` reads every SFT layout itself and names preference rows in its own error: no other format fixes it.
+    if detected == format or format == "prompt":
         return ""
     return f"; the rows look like '{detected}' data, not '{format}': set format: {detected} (or format: auto)"
+
+
+def _is_prompt_row(row: dict) -> bool:
+    """A prompt (or messages ending with a user turn) and a ground-truth column, and no preference pair."""
+    if "chosen" in row or "rejected" in row or not prompt.has_ground_truth(row):
+        return False
+    if "prompt" in row:
+        return True
+    messages = row.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    return isinstance(last, dict) and last.get("role") in PROMPT_END_ROLES
 
 
 def _is_hh_transcript(row: dict) -> bool:
