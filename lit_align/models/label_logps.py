@@ -23,7 +23,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from lit_align.models.token_logps import chunked_token_logps, token_logps
+from lit_align.models.token_logps import (
+    chunked_token_entropy,
+    chunked_token_logps,
+    entropy_from_logits,
+    token_logps,
+)
 
 CHUNK_BYTES = 256 * 2**20
 """Default float32 budget of one chunk's logits: 441 positions at Qwen's 151,936-token vocabulary."""
@@ -112,12 +117,13 @@ def check_head(model: nn.Module, hidden: torch.Tensor, last_logits: torch.Tensor
 
 
 def label_token_logps(
-    model: nn.Module, labels: torch.Tensor, inputs: dict, chunk_size: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+    model: nn.Module, labels: torch.Tensor, inputs: dict, chunk_size: int | None = None, entropy: bool = False
+) -> tuple[torch.Tensor, ...]:
     """``(logps, mask)``, ``[B, T - 1]`` each, of ``labels`` under ``model(**inputs)`` (see the module docstring).
 
     ``chunk_size``: label positions per chunk; ``None`` sizes chunks by the vocabulary (`default_chunk_size`);
-    0 takes the full logits from the model, as before chunking existed."""
+    0 takes the full logits from the model, as before chunking existed. With ``entropy``, a third tensor: the
+    entropy of the model's next-token distribution at each label position (no gradient; 0 elsewhere)."""
     if chunk_size == 0 or not supports_hidden_path(model):
         if chunk_size != 0 and not getattr(model, _CHECKED, False):
             rank_zero_warn(
@@ -125,7 +131,12 @@ def label_token_logps(
                 "from its full logits, which costs batch × length × vocabulary floats"
             )
             setattr(model, _CHECKED, True)
-        return token_logps(model(**inputs).logits, labels)
+        logits = model(**inputs).logits
+        logps, mask = token_logps(logits, labels)
+        if not entropy:
+            return logps, mask
+        with torch.no_grad():
+            return logps, mask, entropy_from_logits(logits[:, :-1]) * mask
     head, transform = model.get_output_embeddings(), logits_transform(_text_config(model))
 
     def logits_of(states: torch.Tensor) -> torch.Tensor:
@@ -142,4 +153,7 @@ def label_token_logps(
     # ZeRO-3 releases the head's weights after the forward, and the backward pass cannot re-gather them for a
     # recomputation (torch.utils.checkpoint sees an empty tensor): there, chunks keep their logits.
     partitioned = any(hasattr(p, "ds_id") for p in head.parameters())
-    return chunked_token_logps(hidden, labels, logits_of, size, recompute=not partitioned)
+    logps, mask = chunked_token_logps(hidden, labels, logits_of, size, recompute=not partitioned)
+    if not entropy:
+        return logps, mask
+    return logps, mask, chunked_token_entropy(hidden.detach(), labels, logits_of, size)

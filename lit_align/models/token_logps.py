@@ -39,6 +39,27 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
     return (picked - torch.logsumexp(logits, dim=-1)) * mask, mask
 
 
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy ``H = -sum(p * log p)`` of the next-token distribution ``p = softmax(z)`` at each position, in nats
+    (``entr`` counts a probability of 0 as 0, and no term grows with the size of the logits)."""
+    return torch.special.entr(logits.float().softmax(-1)).sum(-1)
+
+
+@torch.no_grad()
+def chunked_token_entropy(
+    hidden: torch.Tensor, labels: torch.Tensor, logits_of: Callable[[torch.Tensor], torch.Tensor], chunk_size: int
+) -> torch.Tensor:
+    """``[B, T - 1]`` entropy of the predicted distribution at every label position (0 elsewhere), a chunk of the
+    head's logits at a time and without gradients: a diagnostic (GRPO's ``entropy``), one more head forward."""
+    _, mask = _targets(labels)
+    selected = hidden[:, :-1][mask]
+    pieces = [
+        entropy_from_logits(logits_of(selected[s : s + chunk_size])) for s in range(0, selected.shape[0], chunk_size)
+    ]
+    values = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+    return torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device).masked_scatter(mask, values.float())
+
+
 def _chunk_logps(hidden: torch.Tensor, targets: torch.Tensor, logits_of: Callable) -> torch.Tensor:
     logits = logits_of(hidden).float()
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
