@@ -29,6 +29,9 @@ class GenerationPrompt:
     messages: list[dict]
     chosen: str | None = None
     rejected: str | None = None
+    fields: dict | None = None
+    """A prompt record's reward fields (``ground_truth``, ...): the module's reward functions score the answer."""
+    source: str = ""
 
 
 def _assistant_text(messages: list[dict]) -> str:
@@ -36,8 +39,14 @@ def _assistant_text(messages: list[dict]) -> str:
 
 
 def prompt_of_record(record: dict) -> GenerationPrompt:
-    """The conversation to continue: a preference record's ``prompt`` (with its chosen and rejected answers),
-    or an SFT record's ``messages`` up to and including the last user turn."""
+    """The conversation to continue: a preference record's ``prompt`` (with its chosen and rejected answers), a
+    prompt example's ``prompt`` as the model sees it (with its reward fields), or an SFT record's ``messages`` up to
+    and including the last user turn."""
+    if "prompt_input_ids" in record:
+        source = str(record.get("source", "?"))
+        if record.get("row") is not None:  # as the PromptCollator names it, so a reward error names the line
+            source = f"{source}:{record['row']}"
+        return GenerationPrompt(list(record["prompt"]), fields=dict(record["fields"]), source=source)
     if "prompt" in record:
         chosen, rejected = _assistant_text(record["chosen"]), _assistant_text(record["rejected"])
         return GenerationPrompt(list(record["prompt"]), chosen, rejected)
@@ -46,13 +55,24 @@ def prompt_of_record(record: dict) -> GenerationPrompt:
     return GenerationPrompt(list(messages[: last_user + 1]))
 
 
+def _reward_text(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:g}"
+
+
 def _cell(text: str | None) -> str:
     return "" if text is None else text.replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """Rows ``{"prompt", "generation", "chosen"?, "rejected"?}`` as a Markdown table (TensorBoard renders it)."""
+    """Rows ``{"prompt", "generation", "chosen"?, "rejected"?, "rewards"?}`` as a Markdown table (TensorBoard renders
+    it); each reward gets a column."""
+    rewards = list(dict.fromkeys(name for row in rows for name in row.get("rewards", {})))
+    rows = [
+        {**row, **{f"reward {name}": _reward_text(row.get("rewards", {}).get(name)) for name in rewards}}
+        for row in rows
+    ]
     columns = ["prompt", "generation"] + [c for c in ("chosen", "rejected") if any(c in row for row in rows)]
+    columns += [f"reward {name}" for name in rewards]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
@@ -111,7 +131,10 @@ class GenerationLogger(PolicyProbe):
     def _resolve_prompts(self, trainer: Trainer) -> list[GenerationPrompt]:
         if self.prompts is not None:
             return [GenerationPrompt([{"role": "user", "content": text}]) for text in self.prompts]
-        records = getattr(getattr(trainer.datamodule, "val_data", None), "records", None)
+        val_data = getattr(trainer.datamodule, "val_data", None)
+        records = getattr(val_data, "records", None)
+        if records and "prompt_input_ids" in (val_data.examples or [{}])[0]:
+            records = val_data.examples  # prompt data: the messages after the recipe's system prompt and template
         if not records:
             rank_zero_warn("GenerationLogger: no `prompts` and no validation records (datamodule.val_data); skipped")
             return []
@@ -123,13 +146,30 @@ class GenerationLogger(PolicyProbe):
     @override
     def probe(self, trainer: Trainer, pl_module: LightningModule, step: int) -> None:
         texts = self.generate(pl_module, trainer)
+        rewards = self._rewards(pl_module, texts)
         rows = []
-        for item, text in zip(self._items, texts, strict=True):
+        for number, (item, text) in enumerate(zip(self._items, texts, strict=True)):
             row = {"step": step, "prompt": str(item.messages[-1]["content"]), "generation": text}
             if item.chosen is not None:
                 row.update(chosen=item.chosen, rejected=item.rejected)
+            if rewards is not None:
+                row["rewards"] = {name: values[number] for name, values in rewards.items()}
             rows.append(row)
         self._write(trainer, rows)
+
+    def _rewards(self, pl_module: LightningModule, texts: list[str]) -> dict[str, list[float | None]] | None:
+        """The module's reward functions (RL modules have them) on the generations of prompts with reward fields."""
+        functions = getattr(pl_module, "rewards", None)
+        if functions is None or any(item.fields is None for item in self._items):
+            return None
+        scores = functions.score(
+            [item.messages for item in self._items],
+            texts,
+            [item.fields for item in self._items],
+            [item.source for item in self._items],
+        )
+        values = scores.per_func.tolist()
+        return {name: [None if row[c] != row[c] else row[c] for row in values] for c, name in enumerate(scores.names)}
 
     def generate(self, pl_module: LightningModule, trainer: Trainer | None = None) -> list[str]:
         """Answers of ``pl_module.policy`` to the resolved prompts, in one left-padded batch, without gradients.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
+
+from lit_align.models.eval_mode import policy_in_eval_mode
+
+__all__ = ["PolicyProbe", "policy_in_eval_mode", "preserved_rng", "sharded"]
 
 
 class PolicyProbe(Callback):
@@ -95,21 +99,6 @@ class PolicyProbe(Callback):
         self._probed_at = step
         with preserved_rng():
             self.probe(trainer, pl_module, step)
-
-
-@contextmanager
-def policy_in_eval_mode(policy: torch.nn.Module, trainer: Trainer | None = None) -> Iterator[None]:
-    """``policy`` in eval mode, without gradients, under the trainer's validation precision; every module's
-    train/eval mode is put back afterwards (module by module: LoRA and frozen parts differ)."""
-    modes = {module: module.training for module in policy.modules()}
-    context = trainer.precision_plugin.val_step_context() if trainer is not None else nullcontext()
-    try:
-        policy.eval()
-        with torch.no_grad(), context:
-            yield
-    finally:
-        for module, training in modes.items():
-            module.training = training
 
 
 @contextmanager

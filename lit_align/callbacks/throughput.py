@@ -39,6 +39,10 @@ class TokenThroughput(Callback):
     preference pair counts as one sample), ``perf/padding_fraction``, ``perf/tokens_seen`` (cumulative, kept in
     checkpoints), ``perf/step_time`` (seconds per optimizer step), ``perf/grad_norm`` and ``perf/peak_memory_mb``.
 
+    For RL batches (prompts whose completions the module samples: GRPO), tokens are the prompts' plus the sampled
+    completions', ``perf/generation_time`` is the step's seconds spent sampling (inside ``perf/step_time``), and
+    no padding fraction is logged (the batch's padding is not what the model ran on).
+
     Args:
         grad_norm: Log the global L2 norm of the gradients before clipping.
         peak_memory: Log peak memory in MiB: CUDA's maximum allocated on a GPU, the process's peak resident set
@@ -59,6 +63,7 @@ class TokenThroughput(Callback):
         self._tokens = 0
         self._positions = 0
         self._samples = 0
+        self._generation_time: float | None = None
 
     # ---- hooks --------------------------------------------------------------------------------------------
 
@@ -87,8 +92,11 @@ class TokenThroughput(Callback):
             self.tokens_seen += tokens
             metrics["perf/tokens_per_sec"] = rate(tokens, seconds)
             metrics["perf/samples_per_sec"] = rate(samples, seconds)
-            metrics["perf/padding_fraction"] = padding_share(tokens, positions)
+            if self._generation_time is None:
+                metrics["perf/padding_fraction"] = padding_share(tokens, positions)
             metrics["perf/tokens_seen"] = float(self.tokens_seen)
+        if self._generation_time is not None:
+            metrics["perf/generation_time"] = self._generation_time
         if self.log_peak_memory and (peak := peak_memory_bytes(pl_module.device)) is not None:
             metrics["perf/peak_memory_mb"] = peak / 2**20
         for name, value in metrics.items():
@@ -130,9 +138,12 @@ class TokenThroughput(Callback):
                 rank_zero_warn("TokenThroughput: batches have no `attention_mask`; token counts are not logged")
                 self._warned_no_mask = True
             return
-        self._tokens += count_tokens(mask)
-        self._positions += mask.numel()
+        generated = getattr(batch, "completion_tokens", None)  # set by the module once it has sampled (GRPO)
+        self._tokens += count_tokens(mask) + (generated or 0)
+        self._positions += mask.numel() + (generated or 0)
         self._samples += getattr(batch, "num_samples", mask.shape[0])  # pairs, for a preference batch
+        if generated is not None:
+            self._generation_time = (self._generation_time or 0.0) + getattr(batch, "generation_time", 0.0)
 
     def _sum_over_ranks(self, trainer: Trainer, pl_module: LightningModule) -> tuple[int, int, int]:
         counts = [self._tokens, self._positions, self._samples]
