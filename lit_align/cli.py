@@ -66,6 +66,9 @@ class AlignCLI(LightningCLI):
         )
         parser.link_arguments("model", "data.tokenizer", compute_fn=lambda m: m.tokenizer_path, apply_on="instantiate")
         parser.link_arguments("model", "data.task", compute_fn=lambda m: m.data_task, apply_on="instantiate")
+        parser.link_arguments(
+            "model", "data.batch_repeats", compute_fn=lambda m: m.batch_repeats, apply_on="instantiate"
+        )
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI's own (``--ckpt_path``'s hyper-parameters parsed over the recipe's model), with checkpoints

@@ -1,12 +1,23 @@
-"""LightningModules: ``SFTModule`` for chat data, ``PreferenceModule`` for any pairwise loss (``loss:`` in YAML), and
-``PreferenceGuidedDPOModule``, whose forward pass adds guidance. ``model.class_path`` in a recipe names one."""
+"""LightningModules: ``SFTModule`` for chat data, ``PreferenceModule`` for any pairwise loss (``loss:`` in YAML),
+``PreferenceGuidedDPOModule``, whose forward pass adds guidance, and ``GRPOModule`` and ``ExpertIterationModule``,
+which learn from their own sampled completions of prompts with verifiable answers. ``model.class_path`` in a recipe
+names one."""
 
 from lit_align.modules.base import AlignModule
+from lit_align.modules.expert_iteration import ExpertIterationModule
+from lit_align.modules.grpo import GRPOModule
 from lit_align.modules.preference import PreferenceModule
 from lit_align.modules.preference_guided import PreferenceGuidedDPOModule
 from lit_align.modules.sft import SFTModule
 
-__all__ = ["AlignModule", "PreferenceGuidedDPOModule", "PreferenceModule", "SFTModule"]
+__all__ = [
+    "AlignModule",
+    "ExpertIterationModule",
+    "GRPOModule",
+    "PreferenceGuidedDPOModule",
+    "PreferenceModule",
+    "SFTModule",
+]
 
 _RENAMED = {
     "DPOModule": "lit_align.modules.PreferenceModule (DPO is its default loss, lit_align.losses.DPOLoss)",

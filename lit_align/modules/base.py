@@ -78,7 +78,9 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints, FusedOptimizerClipping):
     """
 
     data_task: str = "sft"
-    """Which records the data module must produce (``sft`` or ``preference``); linked by the CLI."""
+    """Which records the data module must produce (``sft``, ``preference`` or ``prompt``); linked by the CLI."""
+    batch_repeats: int = 1
+    """How many times in a row the data module serves each training batch (GRPO's ``num_iterations``); linked."""
 
     def __init__(
         self,
@@ -261,11 +263,12 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints, FusedOptimizerClipping):
     # ---- log-probs ----------------------------------------------------------------------------------------
 
     def label_logps(
-        self, model: torch.nn.Module, inputs: dict, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, model: torch.nn.Module, inputs: dict, labels: torch.Tensor, entropy: bool = False
+    ) -> tuple[torch.Tensor, ...]:
         """Per-target log-probs of ``labels`` under ``model(**inputs)`` and their mask, ``[rows, T - 1]`` each,
-        without the batch's full logits (``logps_chunk_size``)."""
-        return label_token_logps(model, labels, inputs, self.logps_chunk_size)
+        without the batch's full logits (``logps_chunk_size``); with ``entropy``, also the entropy of the model's
+        next-token distribution at each target (no gradient)."""
+        return label_token_logps(model, labels, inputs, self.logps_chunk_size, entropy=entropy)
 
     def val_stage(self, dataloader_idx: int = 0) -> str:
         """Metric prefix of a validation loader: ``val`` for the first set, ``val_<name>`` for further ones."""
