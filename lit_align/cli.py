@@ -24,12 +24,14 @@ from lit_align.data.datamodule import AlignDataModule
 from lit_align.data.errors import DataFormatError
 from lit_align.legacy import upgrade_hparams
 from lit_align.modules.base import AlignModule
+from lit_align.rollouts.rewards import RewardError
 from lit_align.run_config import SaveRunConfig
 from lit_align.strategies import release_engine
 
-RUN_STOPPERS = (DataFormatError, FloatingPointError, FileNotFoundError, ConnectionError)
+RUN_STOPPERS = (DataFormatError, FloatingPointError, FileNotFoundError, ConnectionError, RewardError)
 """Errors that stop a run with a complete message (lit_align's own: a bad record, a non-finite run, a data path
-that is missing or a hub that cannot be reached); `main` prints them alone."""
+that is missing or a hub that cannot be reached, a reward function that failed on a completion it names); `main`
+prints them alone."""
 
 
 class AlignCLI(LightningCLI):

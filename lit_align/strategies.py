@@ -133,3 +133,10 @@ def release_engine(strategy) -> None:
     engine = strategy.model
     if hasattr(engine, "destroy"):
         engine.destroy()
+
+
+def sharded(strategy) -> bool:
+    """FSDP, FSDP2 (``ModelParallelStrategy``) or DeepSpeed stage 3: no rank holds the whole weights."""
+    return isinstance(strategy, (strategies.FSDPStrategy, strategies.ModelParallelStrategy)) or getattr(
+        strategy, "zero_stage_3", False
+    )

@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from lit_align.models.eval_mode import policy_in_eval_mode
+from lit_align.strategies import sharded
 
 __all__ = ["PolicyProbe", "policy_in_eval_mode", "preserved_rng", "sharded"]
 
@@ -121,8 +121,3 @@ def preserved_rng() -> Iterator[None]:
             torch.cuda.set_rng_state_all(cuda_states)
         if np is not None:
             np.random.set_state(numpy_state)
-
-
-def sharded(strategy) -> bool:
-    """FSDP, FSDP2 (``ModelParallelStrategy``) or DeepSpeed stage 3: no rank holds the whole weights."""
-    return isinstance(strategy, (FSDPStrategy, ModelParallelStrategy)) or getattr(strategy, "zero_stage_3", False)

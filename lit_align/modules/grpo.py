@@ -14,6 +14,10 @@ linked), and the module samples only the first time: later passes reuse the comp
 log-probs the policy gave them when they were sampled, so the importance ratio and its clipping are real. A run
 resumed in the middle of such a block samples that batch afresh.
 
+With ``accumulate_grad_batches > 1`` every micro-batch samples its own completions, and ``dapo`` divides by the
+completion tokens of its micro-batch (over all ranks); Lightning then averages the micro-batches. TRL samples once
+per accumulated batch and divides by all of its tokens: the two agree without accumulation.
+
 Generation and scoring live here; the formulas live in `lit_align.losses.grpo`.
 """
 

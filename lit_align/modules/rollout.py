@@ -19,7 +19,6 @@ from collections import defaultdict
 
 import torch
 
-from lit_align.callbacks.policy_probe import sharded
 from lit_align.checks import ConfigError, check_at_least
 from lit_align.data.batch import PromptBatch
 from lit_align.losses.grpo import nanstd
@@ -30,6 +29,7 @@ from lit_align.modules.base import AlignModule
 from lit_align.rollouts.generation import Completions, generate_completions
 from lit_align.rollouts.rewards import RewardFunctions, RewardScores
 from lit_align.rollouts.sampling import SamplingSettings
+from lit_align.strategies import sharded
 
 ANSWER_REWARD = "lit_align.rewards.reward_funcs.answer_reward"
 FORMAT_REWARD = "lit_align.rewards.reward_funcs.format_reward"

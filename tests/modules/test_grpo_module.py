@@ -24,6 +24,11 @@ def never_rewarded(prompts, completions, **kwargs):
     return [0.0 for _ in completions]
 
 
+def last_word_as_number(prompts, completions, ground_truth, **kwargs):
+    """A user's reward with a bug: it assumes every completion ends with a number."""
+    return [float(int(c.split()[-1].rstrip(".")) == int(g)) for c, g in zip(completions, ground_truth, strict=True)]
+
+
 @pytest.fixture
 def prompts_file(tmp_path):
     rows = (ARITH_DATA / "train.jsonl").read_text().splitlines()[:32]
@@ -205,3 +210,35 @@ def test_settings_that_cannot_work_stop_before_loading():
         _module(reference_model_name_or_path=str(ARITH_MODEL))
     with pytest.raises(ConfigError, match="reward_funcs"):
         _module(reward_funcs=["lit_align.rewards.no_such_reward"])
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "model_parallel"])
+def test_sharded_strategies_are_refused_with_a_message(strategy, monkeypatch):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+    module = _module()
+    fake = FSDPStrategy() if strategy == "fsdp" else ModelParallelStrategy()
+    monkeypatch.setattr(type(module), "trainer", property(lambda self: SimpleNamespace(strategy=fake)))
+    monkeypatch.setattr(module, "_trainer", object())
+    with pytest.raises(ConfigError, match="FSDP, FSDP2 and DeepSpeed ZeRO-3 do not hold"):
+        module.setup("fit")
+
+
+def test_a_reward_function_that_raises_stops_the_run_naming_record_and_completion(tmp_path, monkeypatch, capsys):
+    from lit_align.cli import main
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr("sys.argv", ["lit_align"])
+    args = [
+        "fit", "--config", "configs/quickstart/grpo.yaml", "--trainer.max_steps=1", "--validate_before_training=false",
+        f"--model.init_args.reward_funcs=[{__name__}.last_word_as_number]",
+        "--model.init_args.sampling.max_completion_length=3", f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: reward function last_word_as_number" in err
+    assert "(record val:1)" in err and "invalid literal for int()" in err and "completion: '" in err
