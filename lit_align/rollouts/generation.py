@@ -13,10 +13,13 @@ the policy, old-policy and reference passes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import GenerationConfig
 
 from lit_align.constants import IGNORE_INDEX
 from lit_align.data.batch import PromptBatch, SequenceBatch
@@ -74,21 +77,35 @@ def generate_completions(
     The caller puts the policy in eval mode (`lit_align.models.eval_mode.policy_in_eval_mode`)."""
     input_ids = batch.input_ids.repeat_interleave(n, dim=0)
     attention_mask = batch.attention_mask.repeat_interleave(n, dim=0)
-    options = {"do_sample": False}
-    if not greedy:
-        options = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
-        options["top_k"] = sampling.top_k if sampling.top_k > 0 else None
-    out = policy.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
+    config = GenerationConfig(
         max_new_tokens=sampling.max_completion_length,
+        do_sample=not greedy,
+        temperature=sampling.temperature if not greedy else None,
+        top_p=sampling.top_p if not greedy else None,
+        top_k=sampling.top_k if not greedy else None,
         pad_token_id=pad_id,
         eos_token_id=eos_ids,
         use_cache=True,  # training configs may turn the cache off (gradient checkpointing)
-        **options,
     )
+    with plain_generation_defaults(policy):
+        out = policy.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
     ids, truncated = trim_completions(out[:, input_ids.shape[1] :], eos_ids)
     return Completions(ids, truncated, n)
+
+
+@contextmanager
+def plain_generation_defaults(policy: nn.Module) -> Iterator[None]:
+    """Sample from the model's own distribution: transformers fills every option a call leaves unset from the
+    model's ``generation_config.json``, and a hub model's file (Qwen2.5's: top_k 20, top_p 0.8, repetition penalty
+    1.05) would change what is sampled, so that the loss's log-probs, which are the model's own, would no longer
+    describe the samples. Inside this block the model's defaults are transformers' global ones."""
+    model = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+    saved = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = saved
 
 
 def completion_batch(prompts: list[list[int]], completions: Completions, pad_id: int) -> SequenceBatch:

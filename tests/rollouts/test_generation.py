@@ -187,3 +187,19 @@ def test_sampling_with_a_fixed_seed_is_reproducible_and_bounded(model, prompts):
     assert first.truncated == [len(ids) == 6 and ids[-1] != EOS for ids in first.ids]
     greedy = generate_completions(model, prompts, 3, settings, [EOS], PAD, greedy=True)
     assert first.ids != greedy.ids, "sampling samples"
+
+
+def test_sampling_ignores_the_models_own_generation_defaults():
+    """A hub model's generation_config.json (here: a repetition penalty and min_new_tokens) must not change what
+    GRPO samples: the log-probs it trains on are the model's plain distribution."""
+    from transformers import AutoModelForCausalLM
+
+    from lit_align.rollouts.generation import plain_generation_defaults
+
+    model = AutoModelForCausalLM.from_pretrained(TINY_MODEL)
+    model.generation_config.repetition_penalty = 1.3
+    model.generation_config.min_new_tokens = 2
+    with plain_generation_defaults(model):
+        config, _ = model._prepare_generation_config(None)
+        assert config.repetition_penalty == 1.0 and not config.min_new_tokens
+    assert model.generation_config.repetition_penalty == 1.3  # put back
