@@ -271,23 +271,44 @@ class AlignDataModule(LightningDataModule):
             for source, report in zip(self.train_sources, self.train_data.reports, strict=True)
         }
 
-    def make_train_sampler(self, num_replicas: int, rank: int) -> LengthBucketBatchSampler:
-        examples = self.train_data.examples
-        return LengthBucketBatchSampler(
-            [e["length"] for e in examples],
+    def make_train_sampler(
+        self, num_replicas: int, rank: int, examples: list[dict] | None = None
+    ) -> LengthBucketBatchSampler:
+        """The training batch plan over the prepared examples, or over ``examples`` made during the run (expert
+        iteration's): those get no curriculum, weights for the sources they hold only, and a last bucket as long as
+        the longest (a prompt with its completion may pass ``max_length``)."""
+        generated = examples is not None
+        examples = self.train_data.examples if examples is None else examples
+        lengths, sources = [e["length"] for e in examples], [e["source"] for e in examples]
+        weights = self.source_weights()
+        bounds = self.bounds
+        if generated:
+            weights = {name: w for name, w in (weights or {}).items() if name in set(sources)}
+            weights = weights if any(w > 0 for w in weights.values()) else None
+            bounds = effective_bounds(self.bounds, max(self.settings.max_length, *lengths))
+            if len(examples) < self.batch_size * num_replicas:
+                rank_zero_warn(
+                    f"only {len(examples)} generated examples, fewer than one batch of {self.batch_size} on each of "
+                    f"{num_replicas} device(s): this epoch trains on nothing"
+                )
+        sampler = LengthBucketBatchSampler(
+            lengths,
             self.batch_size,
             languages=[e["lang"] for e in examples],
-            sources=[e["source"] for e in examples],
-            bucket_bounds=self.bounds,
-            source_weights=self.source_weights(),
+            sources=sources,
+            bucket_bounds=bounds,
+            source_weights=weights,
             target_zh_share=self.target_zh_share,
             zh_share_tolerance=self.zh_share_tolerance,
-            curriculum=self.curriculum or None,
+            curriculum=None if generated else self.curriculum or None,
             seed=self.seed,
             num_replicas=num_replicas,
             rank=rank,
             drop_last=True,
         )
+        if generated:
+            sampler.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
+        return sampler
 
     def state_dict(self) -> dict:
         """The sampler's position, so a resumed run continues mid-epoch with the very next batch."""
@@ -337,7 +358,7 @@ class AlignDataModule(LightningDataModule):
             sampler = self.make_train_sampler(num_replicas, rank)
         else:
             examples, collator = self._generated, SFTCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
-            sampler = self._generated_sampler(num_replicas, rank)
+            sampler = self.make_train_sampler(num_replicas, rank, self._generated)
         if self.batch_repeats > 1:
             block = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
             sampler = RepeatedBatches(sampler, self.batch_repeats, block)
@@ -364,37 +385,6 @@ class AlignDataModule(LightningDataModule):
             if missing := [key for key in required if key not in example]:
                 raise ValueError(f"generated example {number} lacks {missing}; each needs {list(required)}")
         self._generated = [{**example, "index": i, "split": "generated"} for i, example in enumerate(examples)]
-
-    def _generated_sampler(self, num_replicas: int, rank: int) -> LengthBucketBatchSampler:
-        """Prompt and completion together may pass ``max_length``: the longest gets a bucket of its own size."""
-        examples = self._generated
-        lengths = [e["length"] for e in examples]
-        sources = [e["source"] for e in examples]
-        weights = self.source_weights()
-        if weights is not None:
-            weights = {name: w for name, w in weights.items() if name in set(sources)}
-            weights = weights if any(w > 0 for w in weights.values()) else None
-        if len(examples) < self.batch_size * num_replicas:
-            rank_zero_warn(
-                f"only {len(examples)} generated examples, fewer than one batch of {self.batch_size} on each of "
-                f"{num_replicas} device(s): this epoch trains on nothing"
-            )
-        sampler = LengthBucketBatchSampler(
-            lengths,
-            self.batch_size,
-            languages=[e["lang"] for e in examples],
-            sources=sources,
-            bucket_bounds=effective_bounds(self.bounds, max(self.settings.max_length, *lengths)),
-            source_weights=weights,
-            target_zh_share=self.target_zh_share,
-            zh_share_tolerance=self.zh_share_tolerance,
-            seed=self.seed,
-            num_replicas=num_replicas,
-            rank=rank,
-            drop_last=True,
-        )
-        sampler.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
-        return sampler
 
     @property
     def val_set_names(self) -> list[str]:
