@@ -231,6 +231,10 @@ class GRPOLoss(nn.Module):
         epsilon: Lower clip range of the ratio, ``1 - epsilon`` (PPO's epsilon); in (0, 1).
         epsilon_high: Upper clip range, ``1 + epsilon_high``; None uses ``epsilon``. DAPO's clip-higher uses 0.28.
         beta: Weight of the k3 KL penalty towards the reference. 0 (TRL's default): the module runs no reference.
+        use_bias_correction_kl: Multiply the per-token KL by the importance ratio ``r`` (TRL 1.16's default, from
+            DeepSeek-V3.2, arXiv 2512.02556): completions were sampled from the old policy, and ``r * k3`` makes the
+            KL's gradient the unbiased reverse-KL gradient. It changes the gradient even on-policy, where ``r = 1``
+            but its gradient is not 0. Off: ``beta * k3`` as in DeepSeekMath.
 
     Logged: ``clip_ratio/low_mean``, ``clip_ratio/high_mean``, ``clip_ratio/region_mean``, and ``kl`` (the masked
     mean of k3 over all ranks) when ``beta > 0``.
@@ -244,6 +248,7 @@ class GRPOLoss(nn.Module):
         epsilon: float = 0.2,
         epsilon_high: float | None = None,
         beta: float = 0.0,
+        use_bias_correction_kl: bool = True,
     ) -> None:
         super().__init__()
         if loss_type not in get_args(GRPOLossType):
@@ -256,6 +261,7 @@ class GRPOLoss(nn.Module):
         self.epsilon_low = float(epsilon)
         self.epsilon_high = float(epsilon if epsilon_high is None else epsilon_high)
         self.beta = float(beta)
+        self.use_bias_correction_kl = use_bias_correction_kl
 
     @property
     def reference_free(self) -> bool:
@@ -283,8 +289,9 @@ class GRPOLoss(nn.Module):
                     f"compute the reference log-probs, or set {_KEY}.beta: 0"
                 )
             kl = k3_kl(logps, inputs.ref_logps)
-            per_token_loss = per_token_loss + self.beta * kl
-            (metrics["kl"],) = _global_masked_means([kl], mask, self.gather)
+            weighted = kl * ratio if self.use_bias_correction_kl else kl
+            per_token_loss = per_token_loss + self.beta * weighted
+            (metrics["kl"],) = _global_masked_means([weighted.detach()], mask, self.gather)
         num_items = self.num_items(mask) if self.loss_type == "dapo" else 1.0
         loss = aggregate_tokens(per_token_loss, mask, self.loss_type, inputs.max_completion_length, num_items)
         return LossOutput(loss, metrics)

@@ -117,13 +117,20 @@ def check_head(model: nn.Module, hidden: torch.Tensor, last_logits: torch.Tensor
 
 
 def label_token_logps(
-    model: nn.Module, labels: torch.Tensor, inputs: dict, chunk_size: int | None = None, entropy: bool = False
+    model: nn.Module,
+    labels: torch.Tensor,
+    inputs: dict,
+    chunk_size: int | None = None,
+    entropy: bool = False,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, ...]:
     """``(logps, mask)``, ``[B, T - 1]`` each, of ``labels`` under ``model(**inputs)`` (see the module docstring).
 
     ``chunk_size``: label positions per chunk; ``None`` sizes chunks by the vocabulary (`default_chunk_size`);
     0 takes the full logits from the model, as before chunking existed. With ``entropy``, a third tensor: the
-    entropy of the model's next-token distribution at each label position (no gradient; 0 elsewhere)."""
+    entropy of the model's next-token distribution at each label position (no gradient; 0 elsewhere).
+    ``temperature``: the distribution ``softmax(logits / temperature)`` that sampling at that temperature draws
+    from (GRPO scores its samples under it, as TRL does)."""
     if chunk_size == 0 or not supports_hidden_path(model):
         if chunk_size != 0 and not getattr(model, _CHECKED, False):
             rank_zero_warn(
@@ -132,6 +139,8 @@ def label_token_logps(
             )
             setattr(model, _CHECKED, True)
         logits = model(**inputs).logits
+        if temperature != 1.0:
+            logits = logits / temperature
         logps, mask = token_logps(logits, labels)
         if not entropy:
             return logps, mask
@@ -150,6 +159,12 @@ def label_token_logps(
     finally:
         head.train(training)
     size = chunk_size or default_chunk_size(_text_config(model).vocab_size)
+    if temperature != 1.0:
+        unscaled = logits_of
+
+        def logits_of(states: torch.Tensor) -> torch.Tensor:
+            return unscaled(states) / temperature
+
     # ZeRO-3 releases the head's weights after the forward, and the backward pass cannot re-gather them for a
     # recomputation (torch.utils.checkpoint sees an empty tensor): there, chunks keep their logits.
     partitioned = any(hasattr(p, "ds_id") for p in head.parameters())

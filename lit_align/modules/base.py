@@ -263,12 +263,17 @@ class AlignModule(NonFiniteLossPolicy, SlimCheckpoints, FusedOptimizerClipping):
     # ---- log-probs ----------------------------------------------------------------------------------------
 
     def label_logps(
-        self, model: torch.nn.Module, inputs: dict, labels: torch.Tensor, entropy: bool = False
+        self,
+        model: torch.nn.Module,
+        inputs: dict,
+        labels: torch.Tensor,
+        entropy: bool = False,
+        temperature: float = 1.0,
     ) -> tuple[torch.Tensor, ...]:
         """Per-target log-probs of ``labels`` under ``model(**inputs)`` and their mask, ``[rows, T - 1]`` each,
         without the batch's full logits (``logps_chunk_size``); with ``entropy``, also the entropy of the model's
-        next-token distribution at each target (no gradient)."""
-        return label_token_logps(model, labels, inputs, self.logps_chunk_size, entropy=entropy)
+        next-token distribution at each target (no gradient). ``temperature`` divides the logits first."""
+        return label_token_logps(model, labels, inputs, self.logps_chunk_size, entropy, temperature)
 
     def val_stage(self, dataloader_idx: int = 0) -> str:
         """Metric prefix of a validation loader: ``val`` for the first set, ``val_<name>`` for further ones."""

@@ -148,8 +148,13 @@ class GRPOModule(RolloutModule):
     # ---- rollouts -----------------------------------------------------------------------------------------
 
     def token_logps(self, model: torch.nn.Module, sequences: SequenceBatch) -> torch.Tensor:
-        """Per-target log-probs ``[N, T - 1]`` of ``sequences`` under ``model`` (0 off the completion)."""
-        return self.label_logps(model, sequences.model_inputs(), sequences.labels)[0]
+        """Per-target log-probs ``[N, T - 1]`` of ``sequences`` under ``model`` at the sampling temperature, the
+        distribution the completions were drawn from (0 off the completion)."""
+        return self.label_logps(model, sequences.model_inputs(), sequences.labels, temperature=self.temperature)[0]
+
+    @property
+    def temperature(self) -> float:
+        return self.sampling.temperature
 
     def rollout(self, batch: PromptBatch) -> Rollout:
         """This batch's completions: sampled on its first pass, reused on the next ``num_iterations - 1``."""
@@ -203,7 +208,9 @@ class GRPOModule(RolloutModule):
     def training_step(self, batch: PromptBatch, batch_idx: int) -> torch.Tensor | None:
         rollout = self.rollout(batch)
         sequences = rollout.sequences
-        logps, _, entropy = self.label_logps(self.policy, sequences.model_inputs(), sequences.labels, entropy=True)
+        logps, _, entropy = self.label_logps(
+            self.policy, sequences.model_inputs(), sequences.labels, entropy=True, temperature=self.temperature
+        )
         self.loss.gather = _flat(self.gathered) if self.trainer.world_size > 1 else None
         inputs = RolloutLogps(
             logps=logps,

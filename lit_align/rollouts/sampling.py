@@ -18,7 +18,8 @@ class SamplingSettings:
     """Longest completion in tokens; a completion that has not ended by then is truncated (counted in
     ``completions/clipped_ratio``)."""
     temperature: float = 1.0
-    """Sampling temperature; the log-probs the loss uses are the model's own (temperature 1), as in TRL."""
+    """Sampling temperature. GRPO's loss scores the completions under the same ``softmax(logits / temperature)``
+    they were sampled from (policy, old policy and reference alike), as TRL does."""
     top_p: float = 1.0
     """Nucleus sampling: the smallest set of tokens whose probability reaches ``top_p``; 1.0 keeps all."""
     top_k: int = 0

@@ -257,12 +257,26 @@ def test_kl_penalty_by_hand():
     ref = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 5.0]])
     logps = torch.zeros(2, 3, requires_grad=True)
     inputs = RolloutLogps(logps, mask, torch.zeros(2), max_completion_length=3, ref_logps=ref)
-    out = GRPOLoss(loss_type="bnpo", beta=0.1)(inputs)
+    out = GRPOLoss(loss_type="bnpo", beta=0.1, use_bias_correction_kl=False)(inputs)
     assert_close(out.metrics["kl"], torch.tensor((math.e - 2) / 2))
     assert_close(out.loss, torch.tensor(0.1 * (math.e - 2) / 2))
     # d k3 / d logp = 1 - exp(ref - logp): at ref - logp = 1 that is 1 - e; times 0.1 / 4
     out.loss.backward()
     assert_close(logps.grad, torch.tensor([[0.0, 1 - math.e, 0.0], [1 - math.e, 0.0, 0.0]]) * 0.1 / 4)
+
+
+def test_kl_bias_correction_changes_the_gradient_but_not_the_value_on_policy():
+    # TRL 1.16's default: beta * r * k3 with r = exp(logp - old) = 1 here (old = logp, detached). The value is the
+    # same as above; the gradient gains k3 * dr/dlogp = k3: at ref - logp = 1, (e - 2) + (1 - e) = -1.
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0]])
+    ref = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 5.0]])
+    logps = torch.zeros(2, 3, requires_grad=True)
+    inputs = RolloutLogps(logps, mask, torch.zeros(2), max_completion_length=3, ref_logps=ref)
+    out = GRPOLoss(loss_type="bnpo", beta=0.1)(inputs)
+    assert_close(out.loss, torch.tensor(0.1 * (math.e - 2) / 2))
+    assert_close(out.metrics["kl"], torch.tensor((math.e - 2) / 2))
+    out.loss.backward()
+    assert_close(logps.grad, torch.tensor([[0.0, -1.0, 0.0], [-1.0, 0.0, 0.0]]) * 0.1 / 4)
 
 
 def test_kl_needs_the_reference():

@@ -97,3 +97,19 @@ def test_chunked_and_full_logits_entropy_agree(model, chunk_size):
 
     plain_logps, _ = label_token_logps(model, labels, inputs, chunk_size=chunk_size)
     torch.testing.assert_close(logps, plain_logps, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 0, 2])
+def test_log_probs_at_a_temperature_are_those_of_the_scaled_logits(chunk_size):
+    """GRPO scores its samples under softmax(logits / T), the distribution sampling at T draws from."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(TINY_MODEL)
+    ids = torch.randint(3, 100, (2, 10))
+    labels = ids.masked_fill(torch.arange(10) < 4, -100)
+    logps, mask = label_token_logps(model, labels, {"input_ids": ids}, chunk_size, temperature=0.7)
+    with torch.no_grad():
+        expected = torch.log_softmax(model(input_ids=ids).logits[:, :-1] / 0.7, -1)
+    expected = expected.gather(-1, ids[:, 1:, None]).squeeze(-1) * mask
+    torch.testing.assert_close(logps.detach(), expected, atol=1e-5, rtol=1e-5)
