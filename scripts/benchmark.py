@@ -69,7 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # lit_align from this checkout; measure.py beside this file
 
 from benchmark_systems import SYSTEMS, run_system  # noqa: E402
-from measure import run_json, wait_for_idle  # noqa: E402
+from measure import interleaved_rounds  # noqa: E402
 
 from lit_align.outputs import output_directory  # noqa: E402
 
@@ -213,20 +213,14 @@ def main(argv: list[str] | None = None) -> dict:
         args.data = _first_pairs(args.data, args.pairs, out)
     if args.vocab:
         args.model = str(grow_vocabulary(args.model, args.vocab, out))
-    runs, skipped = [], set()
-    for round_index in range(args.rounds):
-        shift = round_index % len(args.systems)
-        for name in args.systems[shift:] + args.systems[:shift]:
-            if name in skipped:
-                continue
-            waited = wait_for_idle(args.wait_idle) if args.wait_idle else 0.0
-            run = {**run_json(_run_command(name, round_index, args), name, ROOT), "waited_for_idle_seconds": waited}
-            runs.append(run)
-            if "skipped" in run:
-                skipped.add(name)
-            summary = run.get("skipped") or f"{run['tokens_per_second']:.0f} tokens/s"
-            seconds, others = run["process_seconds"], run["other_cpu_cores"]
-            print(f"round {round_index} {name}: {summary} ({seconds:.0f} s, other jobs {others:.2f} cores)", flush=True)
+    runs = interleaved_rounds(
+        args.systems,
+        args.rounds,
+        lambda name, round_index: _run_command(name, round_index, args),
+        ROOT,
+        lambda run: f"{run['tokens_per_second']:.0f} tokens/s",
+        args.wait_idle,
+    )
     rows, precomputed_over_sft = summarise(runs, args.systems)
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     settings["threads"] = next((run["threads"] for run in runs if "threads" in run), args.threads)

@@ -54,7 +54,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # lit_align from this checkou
 
 from benchmark import median_of_ratios  # noqa: E402
 from benchmark_grpo_systems import SYSTEMS, run_system, trl_config  # noqa: E402
-from measure import run_json, wait_for_idle  # noqa: E402
+from measure import interleaved_rounds  # noqa: E402
 
 from lit_align.outputs import output_directory  # noqa: E402
 
@@ -338,20 +338,14 @@ def main(argv: list[str] | None = None) -> dict:
         print(render_parity(rows))
         return {"loss_parity": rows}
     out = output_directory(args.output, ROOT / "logs" / "benchmark_grpo", args.overwrite).resolve()
-    runs, skipped = [], set()
-    for round_index in range(args.rounds):
-        shift = round_index % len(args.systems)
-        for name in args.systems[shift:] + args.systems[:shift]:
-            if name in skipped:
-                continue
-            waited = wait_for_idle(args.wait_idle) if args.wait_idle else 0.0
-            run = {**run_json(_run_command(name, round_index, args), name, ROOT), "waited_for_idle_seconds": waited}
-            runs.append(run)
-            if "skipped" in run:
-                skipped.add(name)
-            summary = run.get("skipped") or f"{run['seconds_per_step']:.2f} s/step"
-            seconds, others = run["process_seconds"], run["other_cpu_cores"]
-            print(f"round {round_index} {name}: {summary} ({seconds:.0f} s, other jobs {others:.2f} cores)", flush=True)
+    runs = interleaved_rounds(
+        args.systems,
+        args.rounds,
+        lambda name, round_index: _run_command(name, round_index, args),
+        ROOT,
+        lambda run: f"{run['seconds_per_step']:.2f} s/step",
+        args.wait_idle,
+    )
     rows = summarise(runs, args.systems)
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     settings["threads"] = next((run["threads"] for run in runs if "threads" in run), args.threads)

@@ -23,6 +23,7 @@ import resource
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -192,3 +193,31 @@ def run_json(command: list[str], name: str, cwd: Path) -> dict:
         raise RuntimeError(f"{name} failed:\n{result.stderr[-3000:]}")
     row = json.loads(result.stdout.strip().splitlines()[-1])
     return {**row, "process_seconds": seconds, "other_cpu_cores": max(0.0, others / seconds)}
+
+
+def interleaved_rounds(
+    systems: list[str],
+    rounds: int,
+    command: Callable[[str, int], list[str]],
+    cwd: Path,
+    describe: Callable[[dict], str],
+    wait_idle: float = 0.0,
+) -> list[dict]:
+    """`run_json` of every system once per round, the order rotated by one each round so that a slow spell of a
+    shared machine falls on different systems; a system that reports itself skipped is not run again. Prints one
+    line per run: ``describe(run)``, its seconds and the CPU other jobs used."""
+    runs, skipped = [], set()
+    for round_index in range(rounds):
+        shift = round_index % len(systems)
+        for name in systems[shift:] + systems[:shift]:
+            if name in skipped:
+                continue
+            waited = wait_for_idle(wait_idle) if wait_idle else 0.0
+            run = {**run_json(command(name, round_index), name, cwd), "waited_for_idle_seconds": waited}
+            runs.append(run)
+            if "skipped" in run:
+                skipped.add(name)
+            summary = run.get("skipped") or describe(run)
+            seconds, others = run["process_seconds"], run["other_cpu_cores"]
+            print(f"round {round_index} {name}: {summary} ({seconds:.0f} s, other jobs {others:.2f} cores)", flush=True)
+    return runs
