@@ -69,7 +69,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # lit_align from this checkout; measure.py beside this file
 
 from benchmark_systems import SYSTEMS, run_system  # noqa: E402
-from measure import interleaved_rounds  # noqa: E402
+from measure import by_round as measure_by_round  # noqa: E402
+from measure import interleaved_rounds, median_rows  # noqa: E402
 
 from lit_align.outputs import output_directory  # noqa: E402
 
@@ -90,26 +91,19 @@ def summarise(runs: list[dict], systems: list[str]) -> tuple[list[dict], float |
     """One row per system (medians over rounds, ratios as medians of per-round ratios), and DPO precomputed / SFT."""
 
     def by_round(name: str, key: str) -> dict[int, float]:
-        return {run["round"]: run[key] for run in runs if run["system"] == name and "skipped" not in run}
+        return measure_by_round(runs, name, key)
 
-    rows = []
-    for name in systems:
-        skipped = next((run["skipped"] for run in runs if run["system"] == name and "skipped" in run), None)
-        if skipped is not None:
-            rows.append({"system": name, "skipped": skipped})
-            continue
-        row = {"system": name, "rounds": len(by_round(name, "tokens_per_second"))}
-        for key in ("tokens_per_second", "padding_fraction", "rss_peak_delta_mb", "train_in_use_delta_mb"):
-            row[key] = statistics.median(by_round(name, key).values())
-        row["other_cpu_cores_max"] = max(by_round(name, "other_cpu_cores").values())
-        if name.startswith("lit_align"):
+    keys = ("tokens_per_second", "padding_fraction", "rss_peak_delta_mb", "train_in_use_delta_mb")
+    rows = median_rows(runs, systems, keys)
+    for row in rows:
+        name = row["system"]
+        if name.startswith("lit_align") and "skipped" not in row:
             for baseline in BASELINES:
                 row[f"vs_{baseline}"] = median_of_ratios(
                     by_round(name, "tokens_per_second"), by_round(baseline, "tokens_per_second")
                 )
             rss = by_round(name, "rss_peak_delta_mb")
             row["rss_vs_trl"] = median_of_ratios(rss, by_round("trl", "rss_peak_delta_mb"))
-        rows.append(row)
     precomputed_over_sft = median_of_ratios(
         by_round("lit_align-packed-precomputed", "tokens_per_second"), by_round("sft-packed", "tokens_per_second")
     )

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -54,7 +53,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # lit_align from this checkou
 
 from benchmark import median_of_ratios  # noqa: E402
 from benchmark_grpo_systems import SYSTEMS, run_system, trl_config  # noqa: E402
-from measure import interleaved_rounds  # noqa: E402
+from measure import by_round, interleaved_rounds, median_rows  # noqa: E402
 
 from lit_align.outputs import output_directory  # noqa: E402
 
@@ -229,24 +228,12 @@ MEDIANS = ("seconds_per_step", "generation_seconds_per_step", "completion_tokens
 
 def summarise(runs: list[dict], systems: list[str]) -> list[dict]:
     """One row per system: medians over rounds; for lit_align, ``vs_trl_<key>`` medians of per-round ratios."""
-
-    def by_round(name: str, key: str) -> dict[int, float]:
-        return {run["round"]: run[key] for run in runs if run["system"] == name and "skipped" not in run}
-
-    rows = []
-    for name in systems:
-        skipped = next((run["skipped"] for run in runs if run["system"] == name and "skipped" in run), None)
-        if skipped is not None:
-            rows.append({"system": name, "skipped": skipped})
-            continue
-        row = {"system": name, "rounds": len(by_round(name, "seconds_per_step"))}
-        for key in MEDIANS:
-            row[key] = statistics.median(by_round(name, key).values())
-        row["other_cpu_cores_max"] = max(by_round(name, "other_cpu_cores").values())
-        if name != "trl":
+    rows = median_rows(runs, systems, MEDIANS)
+    for row in rows:
+        if row["system"] != "trl" and "skipped" not in row:
             for key in MEDIANS:
-                row[f"vs_trl_{key}"] = median_of_ratios(by_round(name, key), by_round("trl", key))
-        rows.append(row)
+                mine, theirs = by_round(runs, row["system"], key), by_round(runs, "trl", key)
+                row[f"vs_trl_{key}"] = median_of_ratios(mine, theirs)
     return rows
 
 

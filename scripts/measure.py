@@ -20,6 +20,7 @@ import functools
 import json
 import os
 import resource
+import statistics
 import subprocess
 import threading
 import time
@@ -221,3 +222,24 @@ def interleaved_rounds(
             seconds, others = run["process_seconds"], run["other_cpu_cores"]
             print(f"round {round_index} {name}: {summary} ({seconds:.0f} s, other jobs {others:.2f} cores)", flush=True)
     return runs
+
+
+def by_round(runs: list[dict], name: str, key: str) -> dict[int, float]:
+    """``{round: value of key}`` over the runs of system ``name`` that were not skipped."""
+    return {run["round"]: run[key] for run in runs if run["system"] == name and "skipped" not in run}
+
+
+def median_rows(runs: list[dict], systems: list[str], keys: tuple[str, ...]) -> list[dict]:
+    """One row per system: ``{"system", "skipped"}`` for one that skipped, else the rounds it ran, the median over
+    rounds of each of ``keys``, and ``other_cpu_cores_max``. Ratio columns are each benchmark's own."""
+    rows = []
+    for name in systems:
+        skipped = next((run["skipped"] for run in runs if run["system"] == name and "skipped" in run), None)
+        if skipped is not None:
+            rows.append({"system": name, "skipped": skipped})
+            continue
+        row = {"system": name, "rounds": len(by_round(runs, name, keys[0]))}
+        row.update({key: statistics.median(by_round(runs, name, key).values()) for key in keys})
+        row["other_cpu_cores_max"] = max(by_round(runs, name, "other_cpu_cores").values())
+        rows.append(row)
+    return rows
