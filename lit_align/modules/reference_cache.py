@@ -42,7 +42,6 @@ import logging
 import os
 import time
 import uuid
-from array import array
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,6 +54,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from lit_align.data.batch import PreferenceBatch
+from lit_align.data.digest import examples_digest
 from lit_align.models.loading import ModelSettings, disable_dropout
 from lit_align.modules.reference import Loader, Reference, Scorer
 from lit_align.tokenizer import resolve_path
@@ -69,18 +69,6 @@ def default_cache_dir() -> Path:
     every run on the same data and weights reuses the files; the content-derived key makes sharing safe."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "lit_align" / "reference_logps"
-
-
-def examples_digest(examples: Sequence[dict]) -> str:
-    """SHA-256 over every ``*input_ids`` and ``*labels`` list of every example, in order."""
-    digest = hashlib.sha256()
-    for example in examples:
-        for key in sorted(k for k in example if k.endswith(("input_ids", "labels"))):
-            ids = array("q", example[key])
-            digest.update(f"{key}:{len(ids)};".encode())
-            digest.update(ids.tobytes())
-        digest.update(b"|")
-    return digest.hexdigest()
 
 
 def model_fingerprint(name_or_path: str) -> dict[str, Any]:
