@@ -4,6 +4,8 @@ A recipe names a loss under ``model.init_args.loss``."""
 
 from lit_align.losses.base import LossOutput, PreferenceLoss
 from lit_align.losses.beta_dpo import BetaDPOLoss
+from lit_align.losses.beta_fusion import FusionBeta
+from lit_align.losses.beta_rules import BatchAdaptiveBeta, BetaDecision, BetaRule, FixedBeta, LearnableBeta, MarginBeta
 from lit_align.losses.dpo import DPOLoss, DPOLossOutput, DPOLossType, dpo_loss, preference_metrics
 from lit_align.losses.grpo import (
     GRPOLoss,
@@ -21,13 +23,20 @@ from lit_align.losses.orpo import ORPOLoss, ORPOLossOutput, orpo_loss
 from lit_align.losses.preference_guided import PreferenceGuidedLoss
 
 __all__ = [
+    "BatchAdaptiveBeta",
     "BetaDPOLoss",
+    "BetaDecision",
+    "BetaRule",
     "DPOLoss",
     "DPOLossOutput",
     "DPOLossType",
+    "FixedBeta",
+    "FusionBeta",
     "GRPOLoss",
     "GRPOLossType",
+    "LearnableBeta",
     "LossOutput",
+    "MarginBeta",
     "ORPOLoss",
     "ORPOLossOutput",
     "PreferenceGuidedLoss",

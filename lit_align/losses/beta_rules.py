@@ -1,10 +1,12 @@
 """How β is chosen for a batch of preference pairs, as a replaceable piece of ``BetaDPOLoss``.
 
 A rule sees the batch's implicit-reward margins (``beta_dpo_margins``) and the loss's base β (β0), and decides
-the β of the sigmoid DPO loss and which pairs train. Rules are ``nn.Module``s so that whatever they carry across
-steps (running statistics, a learnable scale) sits in buffers or parameters: checkpoints hold it, a resumed run
-continues it, and the optimizer sees it. A rule never imports ``torch.distributed``; the loss hands it
-``gather``, a function that concatenates a tensor over every rank (``None`` on one process).
+the β of the sigmoid DPO loss and which pairs train: one β for the batch (``FixedBeta``, ``BatchAdaptiveBeta``,
+``LearnableBeta``) or one per pair (``MarginBeta``); ``lit_align.losses.beta_fusion.FusionBeta`` combines
+several. Rules are ``nn.Module``s so that whatever they carry across steps (running statistics, a learnable
+scale) sits in buffers or parameters: checkpoints hold it, a resumed run continues it, and the optimizer sees it.
+A rule never imports ``torch.distributed``; the loss hands it ``gather``, a function that concatenates a tensor
+over every rank (``None`` on one process).
 
 β0 is the loss's ``beta`` and nothing else's: a rule receives it on every call, so a recipe states it once.
 A new rule is a subclass of ``BetaRule`` with plain constructor arguments, named in YAML::
@@ -21,6 +23,7 @@ A new rule is a subclass of ``BetaRule`` with plain constructor arguments, named
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -157,3 +160,84 @@ class LearnableBeta(BetaRule):
 
     def metrics(self) -> dict[str, torch.Tensor]:
         return {"beta/used": self._beta.detach()} if self._beta is not None else {}
+
+
+def margin_pair_beta(
+    margins: torch.Tensor, beta: float, alpha: float, mean: torch.Tensor | float, std: torch.Tensor | float
+) -> torch.Tensor:
+    """One β per pair: ``β_i = β0·(1 + α·tanh((M_i - M0)/σ))``, detached, ``[B]``.
+
+    ``tanh`` bounds β in ``(β0(1 - α), β0(1 + α))`` however far a margin lies from the running mean, so with
+    ``α < 1`` it stays positive and needs no clamp. ``σ = 0`` (every margin so far identical, as at the first
+    step when the policy equals the reference) gives ``z = 0`` and β0 for every pair rather than a division by
+    zero. Example: ``β0 = 0.1, α = 0.5, M0 = 1, σ = 2`` and ``M = [3, 2, 0, -1]`` give ``z = [1, 0.5, -0.5, -1]``,
+    ``tanh z = [0.761594, 0.462117, -0.462117, -0.761594]`` and ``β = [0.138080, 0.123106, 0.076894, 0.061920]``.
+    """
+    margins = margins.detach().reshape(-1).float()
+    std = torch.as_tensor(std, dtype=torch.float32, device=margins.device)
+    if std <= 0:
+        return torch.full_like(margins, float(beta))
+    z = (margins - torch.as_tensor(mean, dtype=torch.float32, device=margins.device)) / std
+    return beta * (1 + alpha * torch.tanh(z))
+
+
+class MarginBeta(BetaRule):
+    """A β per pair from how its margin compares with the running margin distribution; every pair trains.
+
+    β-DPO argues at the level of the batch that a batch more separable than usual (larger implicit-reward
+    margins) is informative and can take a larger β, a batch below the usual a smaller one. This rule makes
+    the same argument per pair: ``β_i = β0·(1 + α·tanh((M_i - M0)/σ))`` (``margin_pair_beta``), with ``M0`` and
+    ``σ`` the running margin mean and std. A pair one σ above the running mean gets ``β0·(1 + 0.76α)``, one σ
+    below ``β0·(1 - 0.76α)``; the ``tanh`` bounds β in ``(β0(1 - α), β0(1 + α))``. Unlike ``BatchAdaptiveBeta``
+    it normalises by σ, so α does not depend on the scale of the margins.
+
+    In training mode the statistics are updated *before* deciding, from the margins of every rank, with
+    ``update_margin_stats`` exactly as ``BatchAdaptiveBeta`` does (so every rank uses the same ``M0`` and σ).
+    Those averages start at 0 without bias correction, so for the first few dozen steps σ is a fraction of the
+    batch's real spread and most pairs sit near the bounds: β starts as a two-level rule and softens as σ
+    catches up.
+
+    Worked example from zero statistics, ``β0 = 0.1, α = 0.5``, ``M = [3, 2, 0, -1]`` (mean 1, std 1.825742):
+    the update gives ``M0 = 0.1`` and ``σ = 0.182574``, so ``z = [15.88, 10.41, -0.548, -6.02]`` and
+    ``β ≈ [0.15, 0.15, 0.075059, 0.050001]``.
+
+    In eval mode (validation) the statistics are not updated and every pair gets β0, so the validation loss is
+    DPO's, as with ``BatchAdaptiveBeta``.
+
+    Args:
+        alpha: Largest relative change of β, in [0, 1) so that β stays positive; 0 gives β0 for every pair.
+        momentum: γ of the running margin mean and std (0.9 as in β-DPO).
+    """
+
+    def __init__(self, alpha: float = 0.5, momentum: float = 0.9) -> None:
+        super().__init__()
+        if not (math.isfinite(alpha) and 0.0 <= alpha < 1.0):
+            raise ValueError(f"alpha must be in [0, 1) so that beta stays positive, got {alpha}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.alpha = alpha
+        self.momentum = momentum
+        self.register_buffer("margin_mean", torch.zeros(()))
+        self.register_buffer("margin_std", torch.zeros(()))
+        self._beta: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def forward(self, margins: torch.Tensor, beta: float, gather: Gather | None = None) -> BetaDecision:
+        margins = margins.detach().reshape(-1)
+        if not self.training:
+            self._beta = torch.full(margins.shape, float(beta), dtype=torch.float32, device=margins.device)
+            return BetaDecision(self._beta, self._keep_all(margins))
+        everyone = gather(margins).reshape(-1) if gather is not None else margins
+        mean, std = update_margin_stats(self.margin_mean, self.margin_std, everyone, self.momentum)
+        self.margin_mean.copy_(mean)
+        self.margin_std.copy_(std)
+        self._beta = margin_pair_beta(margins, beta, self.alpha, mean, std)
+        return BetaDecision(self._beta, self._keep_all(margins))
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        """``beta/used`` is the mean β over this rank's pairs, ``beta/used_std`` their spread (population std,
+        so one pair gives 0)."""
+        used = {}
+        if self._beta is not None:
+            used = {"beta/used": self._beta.mean(), "beta/used_std": self._beta.std(correction=0)}
+        return {**used, "margin/ema_mean": self.margin_mean.clone(), "margin/ema_std": self.margin_std.clone()}

@@ -103,6 +103,11 @@ def dpo_loss(
     Rewards are ``beta * (policy - reference)`` per completion, detached: they are metrics, not targets; the
     length term and the NLL are not part of them.
 
+    ``beta`` is a float, a 0-dim tensor, or a ``[B]`` tensor with one β per pair (β-DPO's ``MarginBeta``,
+    ``FusionBeta``). Per pair, every formula above holds pair by pair: the margin ``z_i = beta_i * h_i``, IPO's
+    target ``1 / (2 * beta_i)``, the loss and both rewards of pair i use ``beta_i``, so the result equals B
+    separate calls with scalar β. A tensor β that requires grad passes its gradient through (a learned β).
+
     Example (sigmoid, beta=0.5, eps=0): policy logps chosen -1, rejected -3; reference -2 and -2.
     h = (-1 + 2) - (-3 + 2) = 2, so loss = -logsigmoid(1) = log(1 + e^-1) = 0.3133; rewards 0.5 and -0.5.
     """

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from lit_align.losses.beta_rules import BatchAdaptiveBeta, FixedBeta, LearnableBeta
+from lit_align.losses.beta_rules import BatchAdaptiveBeta, FixedBeta, LearnableBeta, MarginBeta, margin_pair_beta
 from lit_align.losses.dpo import dpo_loss
 
 MARGINS = torch.tensor([3.0, 2.0, 0.0, -1.0])
@@ -97,3 +97,63 @@ def test_learnable_beta_scales_the_beta0_it_receives():
     assert_close(rule(MARGINS, 0.1).beta, torch.tensor(0.3))
     assert_close(rule(MARGINS, 0.2).beta, torch.tensor(0.6))
     assert rule(MARGINS, 0.2).keep.all()
+
+
+def test_margin_pair_beta_by_hand():
+    # beta0 0.1, alpha 0.5, M0 1, sigma 2: z = [1, 0.5, -0.5, -1], tanh z = [0.761594, 0.462117, -0.462117, -0.761594]
+    # beta = 0.1 * (1 + 0.5 * tanh z) = [0.138080, 0.123106, 0.076894, 0.061920]
+    beta = margin_pair_beta(MARGINS, 0.1, 0.5, 1.0, 2.0)
+    assert_close(beta, torch.tensor([0.138080, 0.123106, 0.076894, 0.061920]), atol=1e-6, rtol=0)
+    # sigma 0 (every margin so far equal): z = 0, beta0 for every pair
+    assert_close(margin_pair_beta(MARGINS, 0.1, 0.5, 1.0, 0.0), torch.full((4,), 0.1))
+    # far from the mean tanh saturates: beta stays inside (0.05, 0.15)
+    far = margin_pair_beta(torch.tensor([1e6, -1e6]), 0.1, 0.5, 0.0, 1.0)
+    assert_close(far, torch.tensor([0.15, 0.05]))
+
+
+def test_margin_rule_from_zero_statistics_by_hand():
+    # the update comes first: M0 = 0.1, sigma = 0.182574 (as BatchAdaptiveBeta); z = (M - 0.1) / 0.182574 =
+    # [15.88, 10.41, -0.547723, -6.02], tanh(-0.547723) = -0.498811, so beta = [0.15, 0.15, 0.075059, 0.050001]
+    rule = MarginBeta(alpha=0.5).train()
+    decision = rule(MARGINS, 0.1)
+    assert_close(rule.margin_mean, torch.tensor(0.1))
+    assert_close(rule.margin_std, torch.tensor(0.1 * BATCH_STD))
+    assert_close(decision.beta, torch.tensor([0.15, 0.15, 0.075059, 0.050001]), atol=1e-6, rtol=0)
+    assert decision.keep.all() and decision.keep.shape == (4,)
+    metrics = rule.metrics()
+    assert set(metrics) == {"beta/used", "beta/used_std", "margin/ema_mean", "margin/ema_std"}
+    assert_close(metrics["beta/used"], decision.beta.mean())
+    assert_close(metrics["beta/used_std"], decision.beta.std(correction=0))
+
+
+def test_margin_rule_gives_beta0_at_the_first_step_and_in_eval_mode():
+    # policy == reference: every margin 0, sigma stays 0, so z = 0 and beta0 for every pair
+    rule = MarginBeta().train()
+    assert_close(rule(torch.zeros(4), 0.1).beta, torch.full((4,), 0.1))
+    rule(MARGINS, 0.1)
+    before = (rule.margin_mean.clone(), rule.margin_std.clone())
+    decision = rule.eval()(MARGINS, 0.2)
+    assert torch.equal(rule.margin_mean, before[0]) and torch.equal(rule.margin_std, before[1])
+    assert_close(decision.beta, torch.full((4,), 0.2))
+    assert decision.keep.all()
+    assert rule.metrics()["beta/used_std"].item() == 0.0
+
+
+def test_margin_rule_uses_every_rank_through_gather():
+    # the other rank holds [1, 1, 1, 1]: statistics from the 8 margins, sigma = 0.1 * sqrt(10 / 7) = 0.119523;
+    # beta is still one per local pair: pair 3 has z = (0 - 0.1) / 0.119523 = -0.836660, tanh -0.684036,
+    # beta 0.1 * (1 + 0.5 * -0.684036) = 0.065798
+    rule = MarginBeta().train()
+    decision = rule(MARGINS, 0.1, gather=lambda tensor: torch.stack([tensor, torch.ones_like(tensor)]))
+    assert_close(rule.margin_std, torch.tensor(0.1 * math.sqrt(10 / 7)))
+    assert decision.beta.shape == (4,)
+    assert_close(decision.beta[2], torch.tensor(0.065798), atol=1e-6, rtol=0)
+
+
+def test_bad_margin_rule_arguments_are_named():
+    for alpha in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="alpha"):
+            MarginBeta(alpha=alpha)
+    with pytest.raises(ValueError, match="momentum"):
+        MarginBeta(momentum=1.0)
+    assert_close(MarginBeta(alpha=0.0).train()(MARGINS, 0.1).beta, torch.full((4,), 0.1))

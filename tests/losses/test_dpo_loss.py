@@ -295,3 +295,23 @@ def test_dpo_loss_object_bad_arguments_raise_at_construction():
         DPOLoss(label_smoothing=0.5)
     with pytest.raises(ValueError, match="ipo"):
         DPOLoss(loss_type="ipo", length_penalty=0.02)
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
+def test_per_pair_beta_equals_separate_scalar_calls(loss_type):
+    # Three pairs with h = 2, 1, -1 and beta = 0.5, 0.25, 1: e.g. ipo pair 2 is (1 - 1 / 0.5)^2 = 1, sigmoid pair 1
+    # is -logsigmoid(0.5 * 2) = 0.313262, as in test_sigmoid_by_hand.
+    policy_chosen, policy_rejected = torch.tensor([-1.0, -2.0, -3.0]), torch.tensor([-3.0, -3.0, -2.0])
+    reference = torch.tensor([-2.0, -2.0, -2.0])
+    betas = torch.tensor([0.5, 0.25, 1.0])
+    together = dpo_loss(policy_chosen, policy_rejected, reference, reference, beta=betas, loss_type=loss_type)
+    for i, beta in enumerate(betas.tolist()):
+        pair = (policy_chosen[i : i + 1], policy_rejected[i : i + 1], reference[i : i + 1], reference[i : i + 1])
+        alone = dpo_loss(*pair, beta=beta, loss_type=loss_type)
+        assert_close(together.losses[i : i + 1], alone.losses)
+        assert_close(together.chosen_rewards[i : i + 1], alone.chosen_rewards)
+        assert_close(together.rejected_rewards[i : i + 1], alone.rejected_rewards)
+    if loss_type == "ipo":
+        assert_close(together.losses[1], torch.tensor(1.0))
+    else:
+        assert_close(together.losses[0], torch.tensor(0.313262), atol=1e-6, rtol=0)
