@@ -2,8 +2,9 @@
 
 Wu et al. 2024, "β-DPO: Direct Preference Optimization with Dynamic β". The default rule,
 ``BatchAdaptiveBeta``, is the paper's (as the authors' code implements it); ``FixedBeta`` turns the loss back
-into DPO and ``LearnableBeta`` optimises β with the policy (`lit_align.losses.beta_rules`). The arithmetic is in
-`lit_align.losses.beta_margins`.
+into DPO, ``LearnableBeta`` optimises β with the policy and ``MarginBeta`` gives each pair its own β
+(`lit_align.losses.beta_rules`); ``FusionBeta`` combines several of them (`lit_align.losses.beta_fusion`). The
+arithmetic is in `lit_align.losses.beta_margins`. A per-pair β reaches `dpo_loss` as a ``[B]`` tensor.
 
 The rule is a submodule of the loss, so its buffers go into checkpoints and its parameters to the optimizer.
 """

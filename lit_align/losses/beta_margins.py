@@ -1,12 +1,13 @@
 """The arithmetic of β-DPO (`lit_align.losses.beta_dpo`): running margin statistics, margin-guided filtering and
-the batch β.
+the batch β, and the per-pair β of ``MarginBeta``.
 
 β-DPO (Wu et al. 2024, "β-DPO: Direct Preference Optimization with Dynamic β", NeurIPS 2024) argues that
 the best β depends on how informative a batch is: pairs whose implicit-reward margin is far above the
 running average are easy and can take a larger β, pairs below it a smaller one. It also drops the pairs
 least typical of the running margin distribution, as outliers. Everything here follows the authors'
 public code (``junkangwu/beta-DPO``, ``trainers.py``: ``update_and_sync_tensor_mean`` and the
-``beta_DPO`` branch of ``preference_loss``) rather than the paper's prose where the two differ in detail.
+``beta_DPO`` branch of ``preference_loss``) rather than the paper's prose where the two differ in detail, except
+``margin_pair_beta``: that one is ours, the paper's argument carried from the batch to the pair.
 
 These are pure functions of tensors. The running statistics are state, and state lives in buffers of the
 rule that uses these functions (``lit_align.losses.beta_rules.BatchAdaptiveBeta``, inside ``BetaDPOLoss``), so
@@ -127,3 +128,22 @@ def batch_beta(beta: float, alpha: float, kept_margins: torch.Tensor, mean: torc
     """
     shift = kept_margins.detach().float().mean() - torch.as_tensor(mean, dtype=torch.float32)
     return (beta * (1 + alpha * shift)).clamp(min=MIN_BETA).detach()
+
+
+def margin_pair_beta(
+    margins: torch.Tensor, beta: float, alpha: float, mean: torch.Tensor | float, std: torch.Tensor | float
+) -> torch.Tensor:
+    """One β per pair: ``β_i = β0·(1 + α·tanh((M_i - M0)/σ))``, detached, ``[B]``.
+
+    ``tanh`` bounds β in ``(β0(1 - α), β0(1 + α))`` however far a margin lies from the running mean, so with
+    ``α < 1`` it stays positive and needs no clamp. ``σ = 0`` (every margin so far identical, as at the first
+    step when the policy equals the reference) gives ``z = 0`` and β0 for every pair rather than a division by
+    zero. Example: ``β0 = 0.1, α = 0.5, M0 = 1, σ = 2`` and ``M = [3, 2, 0, -1]`` give ``z = [1, 0.5, -0.5, -1]``,
+    ``tanh z = [0.761594, 0.462117, -0.462117, -0.761594]`` and ``β = [0.138080, 0.123106, 0.076894, 0.061920]``.
+    """
+    margins = margins.detach().reshape(-1).float()
+    std = torch.as_tensor(std, dtype=torch.float32, device=margins.device)
+    if std <= 0:
+        return torch.full_like(margins, float(beta))
+    z = (margins - torch.as_tensor(mean, dtype=torch.float32, device=margins.device)) / std
+    return beta * (1 + alpha * torch.tanh(z))

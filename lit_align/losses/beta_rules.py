@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from lit_align.losses.base import Gather
-from lit_align.losses.beta_margins import batch_beta, filter_pairs, update_margin_stats
+from lit_align.losses.beta_margins import batch_beta, filter_pairs, margin_pair_beta, update_margin_stats
 
 
 class BetaDecision(NamedTuple):
@@ -160,25 +160,6 @@ class LearnableBeta(BetaRule):
 
     def metrics(self) -> dict[str, torch.Tensor]:
         return {"beta/used": self._beta.detach()} if self._beta is not None else {}
-
-
-def margin_pair_beta(
-    margins: torch.Tensor, beta: float, alpha: float, mean: torch.Tensor | float, std: torch.Tensor | float
-) -> torch.Tensor:
-    """One β per pair: ``β_i = β0·(1 + α·tanh((M_i - M0)/σ))``, detached, ``[B]``.
-
-    ``tanh`` bounds β in ``(β0(1 - α), β0(1 + α))`` however far a margin lies from the running mean, so with
-    ``α < 1`` it stays positive and needs no clamp. ``σ = 0`` (every margin so far identical, as at the first
-    step when the policy equals the reference) gives ``z = 0`` and β0 for every pair rather than a division by
-    zero. Example: ``β0 = 0.1, α = 0.5, M0 = 1, σ = 2`` and ``M = [3, 2, 0, -1]`` give ``z = [1, 0.5, -0.5, -1]``,
-    ``tanh z = [0.761594, 0.462117, -0.462117, -0.761594]`` and ``β = [0.138080, 0.123106, 0.076894, 0.061920]``.
-    """
-    margins = margins.detach().reshape(-1).float()
-    std = torch.as_tensor(std, dtype=torch.float32, device=margins.device)
-    if std <= 0:
-        return torch.full_like(margins, float(beta))
-    z = (margins - torch.as_tensor(mean, dtype=torch.float32, device=margins.device)) / std
-    return beta * (1 + alpha * torch.tanh(z))
 
 
 class MarginBeta(BetaRule):

@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from lit_align.losses.beta_rules import BatchAdaptiveBeta, FixedBeta, LearnableBeta, MarginBeta, margin_pair_beta
+from lit_align.losses.beta_margins import margin_pair_beta
+from lit_align.losses.beta_rules import BatchAdaptiveBeta, FixedBeta, LearnableBeta, MarginBeta
 from lit_align.losses.dpo import dpo_loss
 
 MARGINS = torch.tensor([3.0, 2.0, 0.0, -1.0])
