@@ -1,9 +1,9 @@
-"""Train DPO, beta-DPO, ORPO and preference-guided DPO on the demo data over several seeds; compare them.
+"""Train the preference algorithms on the demo data over several seeds and compare them.
 
     python scripts/compare.py [--steps 200] [--val-every 25] [--seeds 3] [--only DPO beta-DPO] [--jobs N]
                               [--output logs/compare] [--dry-run]
 
-A preset of `scripts/sweep.py`: the four quickstart recipes are the grid, each trained through `lit_align fit` (a
+A preset of `scripts/sweep.py`: the five quickstart recipes are the grid, each trained through `lit_align fit` (a
 subprocess, exactly as a user runs it) with the same seeds, step budget and validation schedule, into
 <output>/runs/<recipe>/seed-<seed>. Writes the sweep's files: summary.md and summary.csv (final validation loss,
 reward accuracy and margin per algorithm: mean ± std [95% CI] over seeds), sweep.csv (one row per run),
@@ -26,6 +26,7 @@ from lit_align.sweeps import SweepError, SweepSpec, config_axis, parse_metrics, 
 RECIPES = {
     "DPO": "configs/quickstart/dpo.yaml",
     "beta-DPO": "configs/beta_dpo/quickstart.yaml",
+    "fusion-beta DPO": "configs/beta_dpo/fusion_quickstart.yaml",
     "ORPO": "configs/orpo/quickstart.yaml",
     "preference-guided DPO": "configs/preference_guided/quickstart.yaml",
 }

@@ -11,14 +11,15 @@ compare = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(compare)
 
 
-def test_the_preset_is_four_recipes_times_three_seeds(tmp_path, capsys):
+def test_the_preset_is_five_recipes_times_three_seeds(tmp_path, capsys):
     assert compare.main(["--output", str(tmp_path / "compare"), "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"Comparison: 4 setting(s) × 3 seed(s) = 12 runs in {tmp_path / 'compare'}"
+    assert out[0] == f"Comparison: 5 setting(s) × 3 seed(s) = 15 runs in {tmp_path / 'compare'}"
     labels = [line.split("  ")[0] for line in out[2:-1]]
-    assert labels == ["DPO"] * 3 + ["beta-DPO"] * 3 + ["ORPO"] * 3 + ["preference-guided DPO"] * 3
+    names = ["DPO", "beta-DPO", "fusion-beta DPO", "ORPO", "preference-guided DPO"]
+    assert labels == [name for name in names for _ in range(3)]
     assert "runs/beta_dpo-quickstart/seed-2" in out[6]
-    assert out[-1] == "to do: 12 of 12 runs (0 finished, skipped); 2400 optimizer steps"
+    assert out[-1] == "to do: 15 of 15 runs (0 finished, skipped); 3000 optimizer steps"
 
 
 def test_only_and_steps(tmp_path):
