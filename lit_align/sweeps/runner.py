@@ -6,6 +6,10 @@ finished (a killed, failed or interrupted run) is renamed to ``<run dir>.attempt
 run starts again in a fresh folder: its logs and checkpoints stay for a post-mortem, and the new run's curves
 never mix with the old one's.
 
+A run that exits without writing ``run.json`` never got as far as training: the recipe or an override is wrong
+(a misspelt grid key, a missing file), and every other run of the grid would most likely fail the same way. The
+sweep then starts no further run and shows the run's ``error:`` line; the runs already going finish.
+
 Runs are subprocesses. With ``jobs > 1`` they share the machine's cores; each gets ``OMP_NUM_THREADS`` = cores /
 jobs unless the caller set it, since N runs with all cores each spend their time fighting over them.
 """
@@ -87,6 +91,15 @@ def run_one(command: list[str], run_dir: Path, cwd: Path, env: dict[str, str]) -
     return ("failed" if status == NOT_STARTED else status), time.perf_counter() - start
 
 
+def error_line(log: Path) -> str | None:
+    """The last ``error: ...`` line lit_align printed into a run's log (a bad setting, a bad record), if any."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    return next((line.strip() for line in reversed(lines) if line.startswith("error:")), None)
+
+
 def execute(
     jobs: list[tuple[str, list[str], Path]],
     cwd: Path,
@@ -94,14 +107,24 @@ def execute(
     env: dict[str, str] | None = None,
     say: Callable[[str], None] = print,
 ) -> dict[str, str]:
-    """Run ``(name, command, run_dir)`` jobs, ``parallel`` at a time; ``{name: status}``. One line per finished
-    job: ``[3/8] beta-0.05/seed-2 finished in 61 s`` or ``... failed (see <run_dir>/output.log)``."""
+    """Run ``(name, command, run_dir)`` jobs, ``parallel`` at a time; ``{name: status}``. One line per job:
+    ``[3/8] beta-0.05/seed-2 finished in 61 s`` or ``... failed (see <run_dir>/output.log)`` and its ``error:``
+    line. After a run that could not start (no run.json), the jobs not yet started stay ``not started``."""
     env = thread_env(parallel) if env is None else env
     lock, done, statuses = threading.Lock(), [0], {}
+    could_not_start = threading.Event()
 
     def one(job: tuple[str, list[str], Path]) -> None:
         name, command, run_dir = job
+        if could_not_start.is_set():
+            with lock:
+                done[0] += 1
+                statuses[name] = NOT_STARTED
+                say(f"[{done[0]}/{len(jobs)}] {name} not started: an earlier run could not start")
+            return
         status, seconds = run_one(command, run_dir, cwd, env)
+        if status == "no run.json":
+            could_not_start.set()
         with lock:
             done[0] += 1
             statuses[name] = status
@@ -110,6 +133,8 @@ def execute(
             else:
                 why = "" if status == "failed" else f" (run.json: {status})"
                 outcome = f"failed{why} (see {run_dir / LOG_NAME})"
+                if error := error_line(run_dir / LOG_NAME):
+                    outcome += f"\n    {error}"
             say(f"[{done[0]}/{len(jobs)}] {name} {outcome}")
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:

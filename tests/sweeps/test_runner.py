@@ -80,3 +80,17 @@ def test_execute_logs_each_run_and_reports_progress(tmp_path):
     silent = next(line for line in lines if "silent/seed-1" in line)
     assert "failed (run.json: no run.json)" in silent
     assert "hello from the run" in (tmp_path / "good" / "output.log").read_text(encoding="utf-8")
+
+
+def test_a_run_that_cannot_start_stops_the_sweep_before_the_next_runs(tmp_path):
+    # a misspelt key: lit_align prints one error line and exits before it writes run.json
+    message = 'error: Key "trainer.max_stepz" is not expected'
+    broken = [sys.executable, "-c", f"import sys; sys.stderr.write({message!r} + '\\n'); sys.exit(2)"]
+    jobs = [("a/seed-1", broken, tmp_path / "a")]
+    jobs += [(f"b/seed-{n}", [*fake_run("finished"), str(tmp_path / f"b{n}")], tmp_path / f"b{n}") for n in (1, 2)]
+    lines = []
+    statuses = execute(jobs, tmp_path, parallel=1, env={}, say=lines.append)
+    assert statuses == {"a/seed-1": "no run.json", "b/seed-1": "not started", "b/seed-2": "not started"}
+    assert lines[0].endswith(f"\n    {message}")
+    assert lines[1] == "[2/3] b/seed-1 not started: an earlier run could not start"
+    assert not (tmp_path / "b1").exists() and not (tmp_path / "b2").exists()
