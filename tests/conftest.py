@@ -1,5 +1,8 @@
+import atexit
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,11 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The prepared-data cache (and lit_align's other caches) of this session go to a folder of their own, removed at
+# exit: never the user's ~/.cache, and no hit left over from an earlier session's code.
+if "LIT_ALIGN_CACHE" not in os.environ:
+    os.environ["LIT_ALIGN_CACHE"] = tempfile.mkdtemp(prefix="lit_align_tests_")
+    atexit.register(shutil.rmtree, os.environ["LIT_ALIGN_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

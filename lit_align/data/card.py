@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from lit_align.data.prepare import SourceReport, bucket_of
+from lit_align.data.table import column
 
 
 def summary_line(split: str, report: SourceReport) -> str:
@@ -61,15 +62,16 @@ def count_metrics(split: str, reports: Sequence[SourceReport]) -> dict[str, floa
 def expected_mix(plan: Sequence[Sequence[int]], examples: Sequence[dict], bounds: list[int]) -> dict:
     """Counts by source, language and bucket over a plan of batches, and its padding fraction in tokens."""
     by_source, by_lang, by_bucket = Counter(), Counter(), Counter()
+    lengths, sources, langs = (column(examples, key) for key in ("length", "source", "lang"))
     real = padded = 0
     for batch in plan:
-        lengths = [examples[i]["length"] for i in batch]
-        real += sum(lengths)
-        padded += max(lengths) * len(lengths)
-        for i in batch:
-            by_source[examples[i]["source"]] += 1
-            by_lang[examples[i]["lang"]] += 1
-            by_bucket[bucket_of(examples[i]["length"], bounds)] += 1
+        sizes = [int(lengths[i]) for i in batch]
+        real += sum(sizes)
+        padded += max(sizes) * len(sizes)
+        for i, size in zip(batch, sizes, strict=True):
+            by_source[sources[i]] += 1
+            by_lang[langs[i]] += 1
+            by_bucket[bucket_of(size, bounds)] += 1
     return {
         "batches": len(plan),
         "examples": sum(by_source.values()),

@@ -14,7 +14,9 @@ the completions it kept (`use_generated_examples`) and trains on those as SFT ex
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Literal
 
 from lightning.pytorch import LightningDataModule
@@ -22,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lit_align.checks import ConfigError, check_at_least, check_between
+from lit_align.data.cache import cache_key, default_cache_dir, load_or_prepare
 from lit_align.data.card import (
     count_metrics,
     expected_mix,
@@ -36,6 +39,7 @@ from lit_align.data.loader import ResumableDataLoader
 from lit_align.data.prepare import DataSource, PreparedData, PrepareSettings, effective_bounds, prepare_sources
 from lit_align.data.repeat import RepeatedBatches, check_layout
 from lit_align.data.sampler import LengthBucketBatchSampler
+from lit_align.data.table import column, numbered
 from lit_align.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -100,6 +104,10 @@ class AlignDataModule(LightningDataModule):
         batch_repeats: Serve every training batch this many times in a row, the batches of one optimizer step
             (``trainer.accumulate_grad_batches``) as a block, so GRPO can take several steps on one batch's
             rollouts; the CLI links it from the module's ``num_iterations``.
+        cache: Keep the prepared examples on disk (Arrow, memory-mapped) under a key of everything that shapes them
+            (source contents, these settings, the tokenizer and its chat template), so the next run on the same data
+            starts without tokenising; see `lit_align.data.cache`. ``false``: prepare in memory every time.
+        cache_dir: Where the prepared data goes; default ``$LIT_ALIGN_CACHE/data`` or ``~/.cache/lit_align/data``.
     """
 
     def __init__(
@@ -132,6 +140,8 @@ class AlignDataModule(LightningDataModule):
         system_prompt: str | None = None,
         prompt_template: str | None = None,
         batch_repeats: int = 1,
+        cache: bool = True,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if tokenizer is None:
@@ -182,6 +192,8 @@ class AlignDataModule(LightningDataModule):
         self.packing = packing
         self.separate_val_sets = separate_val_sets
         self.batch_repeats = batch_repeats
+        self.cache = cache
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.tokenizer = None
         self.train_data: PreparedData | None = None
         self.val_data: PreparedData | None = None
@@ -198,19 +210,39 @@ class AlignDataModule(LightningDataModule):
         if self.train_data is not None:
             return
         self.tokenizer = load_tokenizer(self.tokenizer_path)
-        self.train_data = self.prepare_split(self.train_sources)
-        self.val_data = self.prepare_split(self.val_sources, train_digests=self.train_data.digests())
+        self.train_data, train_key = self._prepared("train", self.train_sources, self.prepare_split)
+        self.val_data, _ = self._prepared(
+            "val",
+            self.val_sources,
+            lambda sources: self.prepare_split(sources, train_digests=self.train_data.digests()),
+            depends_on=train_key,
+        )
         self._report()
         if self.max_val_examples is not None and len(self.val_data.examples) > self.max_val_examples:
             total = len(self.val_data.examples)
             rank_zero_info(f"validation uses the first {self.max_val_examples} of {total} examples")
             self.val_data.examples = self.val_data.examples[: self.max_val_examples]
         # A stable identity per example: precomputed reference log-probs are looked up by (split, index).
-        for split in ("train", "val"):
-            for index, example in enumerate(self.split_examples(split)):
-                example.update(index=index, split=split)
+        for split, data in (("train", self.train_data), ("val", self.val_data)):
+            data.examples = numbered(data.examples, split)
 
-    def split_examples(self, split: str) -> list[dict]:
+    def _prepared(
+        self, split: str, sources: list[DataSource], prepare: Callable, depends_on: str | None = None
+    ) -> tuple[PreparedData, str | None]:
+        """``prepare(sources)``, through the data cache when it is on; and the cache key (None: not cached). A
+        validation split is cached only with its training split's key, since its ``in_train`` counts depend on it."""
+        cached = self.cache and sources and (split == "train" or depends_on is not None)
+        key = cache_key(sources, self.settings, self.tokenizer, depends_on=depends_on) if cached else None
+        if key is None:
+            return prepare(sources), None
+        start = time.perf_counter()
+        data, hit = load_or_prepare(self.cache_dir, key, lambda: prepare(sources))
+        what = "from cache" if hit else "prepared and cached in"
+        seconds = time.perf_counter() - start
+        rank_zero_info(f"data: {split} {what} {self.cache_dir / key} ({len(data.examples)} examples, {seconds:.1f}s)")
+        return data, key
+
+    def split_examples(self, split: str) -> Sequence[dict]:
         """The prepared examples of ``train`` or ``val``, in the order their ``index`` counts."""
         data = {"train": self.train_data, "val": self.val_data}[split]
         return data.examples if data is not None else []
@@ -272,14 +304,14 @@ class AlignDataModule(LightningDataModule):
         }
 
     def make_train_sampler(
-        self, num_replicas: int, rank: int, examples: list[dict] | None = None
+        self, num_replicas: int, rank: int, examples: Sequence[dict] | None = None
     ) -> LengthBucketBatchSampler:
         """The training batch plan over the prepared examples, or over ``examples`` made during the run (expert
         iteration's): those get no curriculum, weights for the sources they hold only, and a last bucket as long as
         the longest (a prompt with its completion may pass ``max_length``)."""
         generated = examples is not None
         examples = self.train_data.examples if examples is None else examples
-        lengths, sources = [e["length"] for e in examples], [e["source"] for e in examples]
+        lengths, sources = column(examples, "length"), column(examples, "source")
         weights = self.source_weights()
         bounds = self.bounds
         if generated:
@@ -294,7 +326,7 @@ class AlignDataModule(LightningDataModule):
         sampler = LengthBucketBatchSampler(
             lengths,
             self.batch_size,
-            languages=[e["lang"] for e in examples],
+            languages=column(examples, "lang"),
             sources=sources,
             bucket_bounds=bounds,
             source_weights=weights,

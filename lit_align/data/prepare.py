@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import string
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,14 +95,19 @@ class SourceReport:
 
 @dataclass
 class PreparedData:
-    examples: list[dict]
-    """Tokenised examples with their ``length`` (tokens), ``lang`` and ``source``."""
-    records: list[dict]
+    examples: Sequence[dict]
+    """Tokenised examples with their ``length`` (tokens), ``lang`` and ``source``: a list, or from the data cache an
+    `ExampleTable` (`lit_align.data.table`) that reads them from Arrow."""
+    records: Sequence[dict]
     """The cleaned internal records behind ``examples``, in the same order."""
     reports: list[SourceReport]
+    record_digests: Sequence[str] | None = None
+    """`record_hash` of every record, when known without hashing them again (stored in the data cache)."""
 
     def digests(self) -> set[str]:
         """`record_hash` of every record that became an example."""
+        if self.record_digests is not None:
+            return set(self.record_digests)
         return {record_hash(record) for record in self.records}
 
 

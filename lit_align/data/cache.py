@@ -1,0 +1,250 @@
+"""The prepared-data cache: a split's tokenised examples kept on disk in Arrow, so the next run starts in seconds.
+
+Preparing 160k HH-RLHF pairs (read, clean, de-duplicate, tokenise) takes minutes, and a sweep repeats it for every
+run. `load_or_prepare` stores what `prepare_sources` returned under ``<cache dir>/<key>/``: the examples and the
+cleaned records as ``datasets`` Arrow folders (read back memory-mapped, see `lit_align.data.table`), and the
+per-source reports, from which the data card and the set-up log are made, in ``meta.json``.
+
+A stale hit would train on data the recipe no longer describes, so the key (`cache_key`) is the SHA-256 of
+everything that changes the result:
+
+- every source's content: a local file's SHA-256 (so a one-byte change is a miss, and a touched but unchanged file
+  is a hit), every file of a directory, a hub dataset's ``datasets`` fingerprint (its name, subset and split with
+  the cached revision's files); and its path, name, format, split, subset, options and ``min_zh_ratio``. Not the
+  sampling ``weight``, which only the sampler reads;
+- every `PrepareSettings` field (all of them: a new field is in the key without anyone remembering to add it);
+- the tokenizer: its files (``tokenizer.json``, vocabulary, merges, ``tokenizer_config.json``, the chat template
+  file), and as loaded its chat template, special tokens, class and the ``transformers`` version;
+- `DATA_CACHE_VERSION`, bumped whenever the data code changes what preparation makes;
+- for a validation split, the training split's key (``in_train`` counts and drops depend on the training records).
+
+A hub dataset that cannot be opened, or examples that Arrow cannot hold exactly (`NotStorable`), are prepared as
+before and not cached. A folder is complete only when renamed into place with its ``meta.json`` (written last), and
+is checked on load (version, key, file sizes, row counts); anything else is ignored with a warning and rebuilt. A file
+lock per key makes concurrent runs (or the ranks of one node) wait for the one that prepares, then read its copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from lit_align.data.clean import record_hash
+from lit_align.data.prepare import DataSource, PreparedData, PrepareSettings, SourceReport
+from lit_align.data.table import ExampleTable, NotStorable, encode_examples
+from lit_align.tokenizer import resolve_path
+
+log = logging.getLogger(__name__)
+
+DATA_CACHE_VERSION = 1
+"""Bump when preparation (reading, cleaning, tokenising, the reports) changes what it makes for the same inputs."""
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+_DIGEST_COLUMN = "__record_digest__"
+
+
+def default_cache_dir() -> Path:
+    """``$LIT_ALIGN_CACHE/data`` if set, else ``$XDG_CACHE_HOME/lit_align/data`` (``~/.cache/lit_align/data``)."""
+    if os.environ.get("LIT_ALIGN_CACHE"):
+        return Path(os.environ["LIT_ALIGN_CACHE"]).expanduser() / "data"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lit_align" / "data"
+
+
+def _file_digest(path: Path) -> list:
+    with open(path, "rb") as file:
+        return [path.stat().st_size, hashlib.file_digest(file, "sha256").hexdigest()]
+
+
+def source_fingerprint(source: DataSource) -> dict[str, Any] | None:
+    """What a source's rows are: file hashes, or a hub dataset's fingerprint; None when it cannot be known."""
+    local = Path(source.path).expanduser()
+    if local.is_file():
+        return {"file": _file_digest(local)}
+    if local.is_dir():
+        return {"directory": [[p.name, *_file_digest(p)] for p in sorted(local.iterdir()) if p.is_file()]}
+    try:
+        from datasets import load_dataset
+
+        dataset = load_dataset(source.path, source.subset, split=source.split)
+    except Exception as error:  # reading will fail with its own message, or the hub is not there: no cache
+        log.info("data source %s: no fingerprint (%s), not cached", source.path, error)
+        return None
+    return {"hub": source.path, "fingerprint": dataset._fingerprint}
+
+
+def tokenizer_fingerprint(tokenizer) -> dict[str, Any]:
+    """The tokenizer's files (or, for a hub name, its serialised vocabulary) and what loading made of them."""
+    from transformers import __version__ as transformers_version
+
+    path = resolve_path(tokenizer.name_or_path)
+    files = {}
+    if os.path.isdir(path):
+        files = {name: _file_digest(Path(path) / name) for name in TOKENIZER_FILES if (Path(path) / name).is_file()}
+    elif getattr(tokenizer, "backend_tokenizer", None) is not None:
+        files = {"tokenizer.json": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()}
+    return {
+        "class": type(tokenizer).__name__,
+        "files": files,
+        "chat_template": tokenizer.chat_template,
+        "special_tokens": {key: str(value) for key, value in tokenizer.special_tokens_map.items()},
+        "size": len(tokenizer),
+        "transformers": transformers_version,
+    }
+
+
+def cache_key(
+    sources: Sequence[DataSource], settings: PrepareSettings, tokenizer, *, depends_on: str | None = None
+) -> str | None:
+    """The SHA-256 naming a split's cache folder (see the module docstring), or None when a source's content cannot
+    be known (then the split is not cached). ``depends_on``: the training split's key, for a validation split."""
+    described = []
+    for source in sources:
+        content = source_fingerprint(source)
+        if content is None:
+            return None
+        fields = dataclasses.asdict(source)
+        fields.pop("weight")
+        described.append({**fields, "content": content})
+    payload = {
+        "version": DATA_CACHE_VERSION,
+        "sources": described,
+        "settings": dataclasses.asdict(settings),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "depends_on": depends_on,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def load_or_prepare(directory: Path, key: str, prepare: Callable[[], PreparedData]) -> tuple[PreparedData, bool]:
+    """The prepared split from ``directory / key``, or ``prepare()`` stored there first; and whether it was a hit.
+
+    Either way the examples come back as a memory-mapped `ExampleTable`, so a first and a second run train on the
+    same representation; only data that cannot be stored (`NotStorable`) comes back as ``prepare()`` made it."""
+    from filelock import FileLock  # a dependency of huggingface_hub, so always there with transformers
+
+    directory.mkdir(parents=True, exist_ok=True)
+    folder = directory / key
+    with FileLock(str(directory / f".{key}.lock")):
+        if folder.exists():
+            try:
+                return load_prepared(folder, key), True
+            except Exception as error:
+                log.warning("data cache %s is incomplete or corrupt (%s): ignored and rebuilt", folder, error)
+                shutil.rmtree(folder, ignore_errors=True)
+        prepared = prepare()
+        try:
+            save_prepared(folder, key, prepared)
+        except NotStorable as error:
+            log.warning("data cache: not cached (%s); the examples stay in memory", error)
+            return prepared, False
+        return load_prepared(folder, key), False
+
+
+def save_prepared(folder: Path, key: str, prepared: PreparedData) -> None:
+    """Write ``prepared`` to ``folder`` atomically: everything in a temporary folder beside it, ``meta.json`` last,
+    then one rename. A folder that another process renamed into place first is kept, and ours removed."""
+    examples, example_kinds = encode_examples(prepared.examples)
+    records, record_kinds = encode_examples(prepared.records)
+    digests = [record_hash(record) for record in prepared.records]
+    records = records.append_column(_DIGEST_COLUMN, pa.array(digests, type=pa.string()))
+    temporary = folder.parent / f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with _quiet_datasets():
+            from datasets import Dataset
+            from datasets.table import InMemoryTable
+
+            Dataset(InMemoryTable(examples)).save_to_disk(str(temporary / "examples"))
+            Dataset(InMemoryTable(records)).save_to_disk(str(temporary / "records"))
+        meta = {
+            "version": DATA_CACHE_VERSION,
+            "key": key,
+            "count": len(prepared.examples),
+            "example_columns": example_kinds,
+            "record_columns": record_kinds,
+            "reports": [_report_json(report) for report in prepared.reports],
+            "files": {str(p.relative_to(temporary)): p.stat().st_size for p in sorted(temporary.rglob("*.arrow"))},
+        }
+        (temporary / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        try:
+            os.rename(temporary, folder)
+        except OSError:
+            if not (folder / "meta.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def load_prepared(folder: Path, key: str) -> PreparedData:
+    """The split stored in ``folder``, memory-mapped; raises ``ValueError`` (or the reader's error) for a folder
+    that is not a complete copy for ``key`` of this version of the data code."""
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    if meta.get("version") != DATA_CACHE_VERSION or meta.get("key") != key:
+        raise ValueError(f"written for version {meta.get('version')}, key {meta.get('key')}")
+    for name, size in meta["files"].items():
+        if (folder / name).stat().st_size != size:
+            raise ValueError(f"{name} has {(folder / name).stat().st_size} bytes, {size} were written")
+    from datasets import load_from_disk
+
+    examples = load_from_disk(str(folder / "examples"))
+    records = load_from_disk(str(folder / "records"))
+    if not len(examples) == len(records) == meta["count"]:
+        raise ValueError(f"{len(examples)} examples and {len(records)} records, {meta['count']} were written")
+    return PreparedData(
+        examples=ExampleTable(examples, meta["example_columns"]),
+        records=ExampleTable(records, meta["record_columns"]),
+        reports=[_report_from_json(report) for report in meta["reports"]],
+        record_digests=records.data.column(_DIGEST_COLUMN).to_pylist(),
+    )
+
+
+def _report_json(report: SourceReport) -> dict:
+    """Counters as ``[key, value]`` pairs: JSON would turn the buckets' integer keys into strings, and the pairs
+    keep the order, which the logged metrics follow."""
+    fields = dataclasses.asdict(report)
+    return {**fields, **{name: list(getattr(report, name).items()) for name in ("counts", "languages", "buckets")}}
+
+
+def _report_from_json(fields: dict) -> SourceReport:
+    counters = {name: Counter(dict((key, value) for key, value in fields[name])) for name in ("counts", "languages")}
+    buckets = Counter({int(key): value for key, value in fields["buckets"]})
+    rest = {k: v for k, v in fields.items() if k not in ("counts", "languages", "buckets")}
+    return SourceReport(**rest, **counters, buckets=buckets)
+
+
+@contextmanager
+def _quiet_datasets():
+    """No "Saving the dataset" progress bars in a training log."""
+    from datasets.utils import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
+
+    was_enabled = is_progress_bar_enabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            enable_progress_bars()

@@ -1,0 +1,172 @@
+"""Examples held in Arrow (memory-mapped from the data cache) and read back as the dicts the rest of the code knows.
+
+Why: 160k tokenised pairs as Python lists of ints take gigabytes of host memory, in every DDP rank, and a second
+run would have to rebuild them. In Arrow they are a few flat buffers that ``datasets.load_from_disk`` maps from
+disk, so the page cache holds one copy for all the processes of a node.
+
+How the rest of the code reads them (`ExampleTable`):
+
+- ``table[i]`` is one example as a dict equal to the one preparation made (token lists as Python lists), plus
+  ``index`` and ``split`` once the data module has numbered the split (`numbered`); collators see no difference.
+  ``table[a:b:c]`` is a view that keeps every example's ``index``, as slicing the numbered list did.
+- ``__getitems__`` lets a ``DataLoader`` fetch a whole batch in one Arrow read.
+- `column` gives one field of every example without building the dicts: the sampler's lengths (numpy), languages
+  and sources, and the data card's counts. It works on a plain list of dicts too (generated examples,
+  ``data.cache: false``), so callers need not know which they hold.
+
+Columns are typed where Arrow can hold the values exactly: token lists (int32, int64 if an id does not fit),
+integers, floats and strings, each possibly None. Anything else (a prompt's messages, a prompt's reward fields, a key
+that some examples lack) is stored as JSON text per example, checked to read back equal, and a missing key stays
+missing. Values that JSON cannot hold make `encode_examples` raise `NotStorable`: the caller then keeps the examples
+in memory instead of caching them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+KINDS = ("ids", "int", "float", "str", "json")
+
+
+class NotStorable(ValueError):
+    """An example value that Arrow and JSON cannot hold exactly."""
+
+
+def _kind(values: list, present: bool) -> str:
+    """The narrowest column kind that holds every value exactly (None allowed except for token lists)."""
+    given = [v for v in values if v is not None]
+    if not present or not given:
+        return "json"
+    if all(type(v) is list for v in values) and all(not v or type(v[0]) is int for v in given):
+        return "ids"
+    for kind, python_type in (("int", int), ("float", float), ("str", str)):
+        if all(type(v) is python_type for v in given):
+            return kind
+    return "json"
+
+
+def _json(value: Any, key: str) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError) as err:
+        raise NotStorable(f"example field {key!r} cannot be stored: {err}") from None
+    if json.loads(text) != value:
+        raise NotStorable(f"example field {key!r} does not survive JSON exactly (a tuple or a non-str key?)")
+    return text
+
+
+def _array(values: list, kind: str) -> pa.Array:
+    if kind == "ids":
+        try:
+            return pa.array(values, type=pa.list_(pa.int32()))
+        except (pa.ArrowInvalid, OverflowError):
+            return pa.array(values, type=pa.list_(pa.int64()))
+    return pa.array(values, type={"int": pa.int64(), "float": pa.float64(), "str": pa.string()}[kind])
+
+
+def encode_examples(examples: Sequence[dict]) -> tuple[pa.Table, list[tuple[str, str]]]:
+    """An Arrow table of ``examples`` and its ``(column, kind)`` list, which `ExampleTable` needs to decode it."""
+    keys = list(dict.fromkeys(key for example in examples for key in example))
+    columns, kinds = {}, []
+    for key in keys:
+        present = all(key in example for example in examples)
+        values = [example.get(key) for example in examples]
+        kind = _kind(values, present)
+        if kind == "json":
+            values = [_json(e[key], key) if key in e else None for e in examples]
+            columns[key] = pa.array(values, type=pa.string())
+        else:
+            try:
+                columns[key] = _array(values, kind)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as err:
+                raise NotStorable(f"example field {key!r} cannot be stored: {err}") from None
+        kinds.append((key, kind))
+    return pa.table(columns), kinds
+
+
+class ExampleTable(Sequence):
+    """A read-only sequence of example dicts over an Arrow dataset (see the module docstring).
+
+    Args:
+        dataset: A ``datasets.Dataset`` written from `encode_examples`' table.
+        kinds: Its ``(column, kind)`` list.
+        rows: The dataset rows this view shows, in order (default: all).
+        split: Set by `numbered`: every example then carries ``split`` and ``index`` (its row in the split).
+    """
+
+    def __init__(self, dataset, kinds: Sequence[Sequence[str]], rows: range | None = None, split: str | None = None):
+        self.dataset = dataset
+        self.kinds = [tuple(pair) for pair in kinds]
+        self.rows = range(len(dataset)) if rows is None else rows
+        self.split = split
+        self._columns: dict[str, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            return ExampleTable(self.dataset, self.kinds, self.rows[item], self.split)
+        row = self.rows[item]
+        return self._decode(self.dataset[row], row)
+
+    def __getitems__(self, items: Sequence[int]) -> list[dict]:
+        """Many examples in one Arrow read (``DataLoader`` calls this with a batch's indices)."""
+        rows = [self.rows[i] for i in items]
+        batch = self.dataset[rows]
+        return [self._decode({key: values[n] for key, values in batch.items()}, row) for n, row in enumerate(rows)]
+
+    def __iter__(self) -> Iterator[dict]:
+        for start in range(0, len(self), 256):
+            yield from self.__getitems__(range(start, min(start + 256, len(self))))
+
+    def _decode(self, stored: dict, row: int) -> dict:
+        """The example as prepared: its keys in column order, JSON read back, keys it lacked left out; columns
+        other than ``kinds`` (bookkeeping that the cache keeps beside the examples) are not part of it."""
+        example = {}
+        for key, kind in self.kinds:
+            if kind != "json":
+                example[key] = stored[key]
+            elif stored[key] is not None:
+                example[key] = json.loads(stored[key])
+        if self.split is not None:
+            example.update(index=row, split=self.split)
+        return example
+
+    def column(self, key: str):
+        """``key`` of every example in this view: a numpy array for numbers, a list otherwise; computed once."""
+        if key not in self._columns:
+            values = self.dataset.data.column(key)
+            kind = dict(self.kinds)[key]
+            if kind in ("int", "float") and not values.null_count:
+                values = values.to_numpy()
+            else:
+                values = values.to_pylist()
+                if kind == "json":
+                    values = [None if v is None else json.loads(v) for v in values]
+            self._columns[key] = values[self.rows.start : self.rows.stop : self.rows.step]
+        return self._columns[key]
+
+    def with_split(self, split: str) -> ExampleTable:
+        return ExampleTable(self.dataset, self.kinds, self.rows, split)
+
+
+def column(examples: Sequence[dict], key: str):
+    """``key`` of every example, from an `ExampleTable`'s Arrow column or from a list of dicts."""
+    if isinstance(examples, ExampleTable):
+        return examples.column(key)
+    return [example[key] for example in examples]
+
+
+def numbered(examples: Sequence[dict], split: str) -> Sequence[dict]:
+    """The examples of ``split`` with their identity, ``split`` and ``index`` (position in the split): precomputed
+    reference log-probs are looked up by it. A list is numbered in place; a table gets a numbered view."""
+    if isinstance(examples, ExampleTable):
+        return examples.with_split(split)
+    for index, example in enumerate(examples):
+        example.update(index=index, split=split)
+    return examples
