@@ -42,6 +42,7 @@ from typing import Any
 import pyarrow as pa
 
 from lit_align.data.clean import record_hash
+from lit_align.data.digest import examples_digest
 from lit_align.data.prepare import DataSource, PreparedData, PrepareSettings, SourceReport
 from lit_align.data.table import ExampleTable, NotStorable, encode_examples
 from lit_align.tokenizer import resolve_path
@@ -147,7 +148,11 @@ def load_or_prepare(directory: Path, key: str, prepare: Callable[[], PreparedDat
     same representation; only data that cannot be stored (`NotStorable`) comes back as ``prepare()`` made it."""
     from filelock import FileLock  # a dependency of huggingface_hub, so always there with transformers
 
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        log.warning("data cache: cannot use %s (%s); preparing without it", directory, error)
+        return prepare(), False
     folder = directory / key
     with FileLock(str(directory / f".{key}.lock")):
         if folder.exists():
@@ -159,7 +164,7 @@ def load_or_prepare(directory: Path, key: str, prepare: Callable[[], PreparedDat
         prepared = prepare()
         try:
             save_prepared(folder, key, prepared)
-        except NotStorable as error:
+        except (NotStorable, OSError) as error:
             log.warning("data cache: not cached (%s); the examples stay in memory", error)
             return prepared, False
         return load_prepared(folder, key), False
@@ -168,24 +173,26 @@ def load_or_prepare(directory: Path, key: str, prepare: Callable[[], PreparedDat
 def save_prepared(folder: Path, key: str, prepared: PreparedData) -> None:
     """Write ``prepared`` to ``folder`` atomically: everything in a temporary folder beside it, ``meta.json`` last,
     then one rename. A folder that another process renamed into place first is kept, and ours removed."""
+    from datasets import Dataset
+    from datasets.table import InMemoryTable
+
     examples, example_kinds = encode_examples(prepared.examples)
     records, record_kinds = encode_examples(prepared.records)
-    digests = [record_hash(record) for record in prepared.records]
-    records = records.append_column(_DIGEST_COLUMN, pa.array(digests, type=pa.string()))
+    digests = pa.array([record_hash(record) for record in prepared.records], type=pa.string())
+    examples = Dataset(InMemoryTable(examples))
+    records = Dataset(InMemoryTable(records.append_column(_DIGEST_COLUMN, digests)))
     temporary = folder.parent / f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         with _quiet_datasets():
-            from datasets import Dataset
-            from datasets.table import InMemoryTable
-
-            Dataset(InMemoryTable(examples)).save_to_disk(str(temporary / "examples"))
-            Dataset(InMemoryTable(records)).save_to_disk(str(temporary / "records"))
+            examples.save_to_disk(str(temporary / "examples"))
+            records.save_to_disk(str(temporary / "records"))
         meta = {
             "version": DATA_CACHE_VERSION,
             "key": key,
             "count": len(prepared.examples),
             "example_columns": example_kinds,
             "record_columns": record_kinds,
+            "examples_sha256": examples_digest(ExampleTable(examples, example_kinds)),
             "reports": [_report_json(report) for report in prepared.reports],
             "files": {str(p.relative_to(temporary)): p.stat().st_size for p in sorted(temporary.rglob("*.arrow"))},
         }
@@ -215,7 +222,7 @@ def load_prepared(folder: Path, key: str) -> PreparedData:
     if not len(examples) == len(records) == meta["count"]:
         raise ValueError(f"{len(examples)} examples and {len(records)} records, {meta['count']} were written")
     return PreparedData(
-        examples=ExampleTable(examples, meta["example_columns"]),
+        examples=ExampleTable(examples, meta["example_columns"], digest=meta["examples_sha256"]),
         records=ExampleTable(records, meta["record_columns"]),
         reports=[_report_from_json(report) for report in meta["reports"]],
         record_digests=records.data.column(_DIGEST_COLUMN).to_pylist(),

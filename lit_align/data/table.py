@@ -96,13 +96,22 @@ class ExampleTable(Sequence):
         kinds: Its ``(column, kind)`` list.
         rows: The dataset rows this view shows, in order (default: all).
         split: Set by `numbered`: every example then carries ``split`` and ``index`` (its row in the split).
+        digest: `lit_align.data.digest.examples_digest` of all the dataset's rows, when known (the cache stores it).
     """
 
-    def __init__(self, dataset, kinds: Sequence[Sequence[str]], rows: range | None = None, split: str | None = None):
+    def __init__(
+        self,
+        dataset,
+        kinds: Sequence[Sequence[str]],
+        rows: range | None = None,
+        split: str | None = None,
+        digest: str | None = None,
+    ):
         self.dataset = dataset
         self.kinds = [tuple(pair) for pair in kinds]
         self.rows = range(len(dataset)) if rows is None else rows
         self.split = split
+        self.digest = digest
         self._columns: dict[str, Any] = {}
 
     def __len__(self) -> int:
@@ -110,7 +119,7 @@ class ExampleTable(Sequence):
 
     def __getitem__(self, item):
         if isinstance(item, slice):
-            return ExampleTable(self.dataset, self.kinds, self.rows[item], self.split)
+            return ExampleTable(self.dataset, self.kinds, self.rows[item], self.split, self.digest)
         row = self.rows[item]
         return self._decode(self.dataset[row], row)
 
@@ -151,8 +160,28 @@ class ExampleTable(Sequence):
             self._columns[key] = values[self.rows.start : self.rows.stop : self.rows.step]
         return self._columns[key]
 
+    def token_columns(self, suffixes: tuple[str, ...]) -> dict[str, tuple] | None:
+        """For `lit_align.data.digest.examples_digest`: every token-list column whose name ends with one of
+        ``suffixes``, as ``(values, starts, ends)`` numpy arrays over the Arrow buffers (no copy), for this view's
+        rows; None when such a column is not a plain token list (then examples are hashed one by one)."""
+        keys = [key for key, _ in self.kinds if key.endswith(suffixes)]
+        if any(kind != "ids" for key, kind in self.kinds if key in keys):
+            return None
+        columns = {}
+        for key in keys:
+            array = self.dataset.data.column(key).combine_chunks()
+            offsets = array.offsets.to_numpy()
+            rows = slice(self.rows.start, self.rows.stop, self.rows.step)
+            columns[key] = (array.values.to_numpy(), offsets[:-1][rows], offsets[1:][rows])
+        return columns
+
     def with_split(self, split: str) -> ExampleTable:
-        return ExampleTable(self.dataset, self.kinds, self.rows, split)
+        return ExampleTable(self.dataset, self.kinds, self.rows, split, self.digest)
+
+    @property
+    def known_digest(self) -> str | None:
+        """The stored digest, when this view shows every row in order."""
+        return self.digest if self.rows == range(len(self.dataset)) else None
 
 
 def column(examples: Sequence[dict], key: str):

@@ -55,6 +55,7 @@ from torch import nn
 
 from lit_align.data.batch import PreferenceBatch
 from lit_align.data.digest import examples_digest
+from lit_align.data.table import column
 from lit_align.models.loading import ModelSettings, disable_dropout
 from lit_align.modules.reference import Loader, Reference, Scorer
 from lit_align.tokenizer import resolve_path
@@ -281,7 +282,8 @@ def _score_split(trainer, datamodule, examples: Sequence[dict], score: Callable,
     per_rank = -(-n // world)
     share = list(range(rank, n, world))
     if sort_by_length:
-        share.sort(key=lambda i: examples[i]["length"])  # similar lengths in a batch: less padding
+        lengths = column(examples, "length")  # from Arrow without building every example
+        share.sort(key=lambda i: lengths[i])  # similar lengths in a batch: less padding
     valid = len(share)
     share += [share[-1] if share else 0] * (per_rank - valid)  # repeats, so every rank runs as many forwards
     values = []

@@ -6,10 +6,13 @@ import shutil
 
 import pytest
 
+import lit_align.data.datamodule as datamodule
 import lit_align.data.prepare as prepare
 from lit_align.data.cache import DATA_CACHE_VERSION, default_cache_dir
 from lit_align.data.datamodule import AlignDataModule, DataSource
+from lit_align.data.digest import examples_digest
 from lit_align.data.table import ExampleTable, column, encode_examples
+from lit_align.run_record import data_summary
 
 from ..conftest import ROOT, SHARED_DATA, TINY_MODEL
 
@@ -66,16 +69,17 @@ def _entries(cache_dir) -> list:
 pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data")
 
 
-def test_second_identical_setup_is_a_hit_without_tokenising(data_files, tmp_path, tokenized, caplog):
+def test_second_identical_setup_is_a_hit_without_tokenising(data_files, tmp_path, tokenized, monkeypatch):
     cache = tmp_path / "cache"
     first = _data(data_files, cache)
     assert len(tokenized) == _tokenized(first.train_data) + _tokenized(first.val_data) > 0
     assert len(_entries(cache)) == 2  # train and val
     tokenized.clear()
-    with caplog.at_level(logging.INFO):
-        second = _data(data_files, cache)
+    logged = []
+    monkeypatch.setattr(datamodule, "rank_zero_info", logged.append)
+    second = _data(data_files, cache)
     assert tokenized == []
-    assert "data: train from cache" in caplog.text and "data: val from cache" in caplog.text
+    assert logged[0].startswith(f"data: train from cache {cache}") and logged[1].startswith("data: val from cache")
     assert isinstance(second.train_data.examples, ExampleTable)
     assert list(second.train_data.examples) == list(first.train_data.examples)
 
@@ -94,6 +98,9 @@ def test_cache_equals_fresh_preparation(data_files, tmp_path):
         assert theirs.reports == mine.reports
         assert theirs.digests() == mine.digests()
     assert cached.data_card() == fresh.data_card()
+    assert data_summary(cached) == data_summary(fresh)  # run.json's digests, the stored one for the whole split
+    view = cached.train_data.examples[1::3]
+    assert examples_digest(view) == examples_digest(fresh.train_data.examples[1::3])  # from the Arrow buffers
     assert cached.make_train_sampler(2, 1).plan() == fresh.make_train_sampler(2, 1).plan()
     assert list(column(cached.train_data.examples, "length")) == column(fresh.train_data.examples, "length")
     sliced = cached.train_data.examples[3:20:4]
@@ -174,7 +181,7 @@ def test_damaged_cache_is_ignored_and_rebuilt(damage, data_files, tmp_path, toke
         meta = train / "meta.json"
         meta.write_text(meta.read_text().replace(f'"version": {DATA_CACHE_VERSION}', '"version": 0'))
     tokenized.clear()
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="lit_align.data.cache"):
         rebuilt = _data(data_files, cache)
     assert "incomplete or corrupt" in caplog.text
     assert len(tokenized) == _tokenized(before.train_data)  # the training split again; its val entry is intact
