@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,7 @@ def _memory_gb() -> tuple[float, float]:
 def measure_setup(config: dict) -> dict:
     """One data module set-up in this process: seconds, and memory before and after (see the module docstring)."""
     from lit_align.data.datamodule import AlignDataModule, DataSource
+    from lit_align.run_record import data_summary
     from lit_align.tokenizer import load_tokenizer
 
     load_tokenizer(config["tokenizer"])  # imports and the tokenizer are not the data's memory
@@ -96,6 +98,9 @@ def measure_setup(config: dict) -> dict:
     sampler = data.make_train_sampler(num_replicas=1, rank=0)
     seconds = time.perf_counter() - start
     after, peak = _memory_gb()
+    start = time.perf_counter()
+    data_summary(data)  # the digest every run writes to run.json
+    digest_seconds = time.perf_counter() - start
     return {
         "seconds": seconds,
         "examples": len(data.train_data.examples),
@@ -103,6 +108,7 @@ def measure_setup(config: dict) -> dict:
         "rss_before": before,
         "rss_after": after,
         "rss_peak": peak,
+        "digest_seconds": digest_seconds,
     }
 
 
@@ -118,8 +124,8 @@ def cache_table(args: argparse.Namespace) -> None:
         f"{args.rows} synthetic HH-RLHF pairs ({data.stat().st_size / 2**20:.0f} MB), max_length {args.max_length}, "
         f"tokenizer {args.tokenizer}\n"
     )
-    print("| set-up | examples | seconds | RSS before (GB) | after | peak | after - before |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| set-up | examples | setup + sampler (s) | run.json digest (s) | RSS before (GB) | after | peak | growth |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, cache in runs:
         config = json.dumps({**base, "cache": cache})
         out = subprocess.run(
@@ -130,6 +136,7 @@ def cache_table(args: argparse.Namespace) -> None:
             label,
             row["examples"],
             f"{row['seconds']:.1f}",
+            f"{row['digest_seconds']:.1f}",
             f"{row['rss_before']:.2f}",
             f"{row['rss_after']:.2f}",
             f"{row['rss_peak']:.2f}",
@@ -137,7 +144,8 @@ def cache_table(args: argparse.Namespace) -> None:
         ]
         print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)
     size = sum(p.stat().st_size for p in work.rglob("*") if p.is_file() and p != data)
-    print(f"\ncache on disk: {size / 2**30:.2f} GB in {work}")
+    print(f"\ncache on disk: {size / 2**30:.2f} GB")
+    shutil.rmtree(work)
 
 
 def main(argv: list[str] | None = None) -> None:
