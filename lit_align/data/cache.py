@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -162,11 +163,14 @@ def load_or_prepare(directory: Path, key: str, prepare: Callable[[], PreparedDat
                 log.warning("data cache %s is incomplete or corrupt (%s): ignored and rebuilt", folder, error)
                 shutil.rmtree(folder, ignore_errors=True)
         prepared = prepare()
+        start = time.perf_counter()
         try:
             save_prepared(folder, key, prepared)
         except (NotStorable, OSError) as error:
             log.warning("data cache: not cached (%s); the examples stay in memory", error)
             return prepared, False
+        seconds = time.perf_counter() - start
+        log.info("data cache: wrote %d examples to %s in %.1fs", len(prepared.examples), folder, seconds)
         return load_prepared(folder, key), False
 
 
