@@ -176,18 +176,29 @@ def clean_records(
     dropped: Counter = Counter()
     seen = set() if seen is None else seen
     for record in records:
-        record = normalize_record(record, nfkc=nfkc)
-        ratio = zh_ratio(record_text(record))
-        reason = _drop_reason(record, ratio, min_zh_ratio)
+        record, reason = clean_record(record, min_zh_ratio=min_zh_ratio, nfkc=nfkc)
         if reason is None and dedupe:
             digest = _digest(record)
             reason = "duplicate" if digest in seen else None
             seen.add(digest)
         if reason is None:
-            kept.append(_with_lang(record, "zh" if ratio >= LANG_THRESHOLD else "en"))
+            kept.append(record)
         else:
             dropped[reason] += 1
     return kept, dropped
+
+
+def clean_record(record: dict, *, min_zh_ratio: float | None = None, nfkc: bool = True) -> tuple[dict, str | None]:
+    """One record normalised and language-tagged, and the reason it is dropped (None: kept) before
+    de-duplication, which needs every earlier record and so stays with the caller (`clean_records`)."""
+    record = normalize_record(record, nfkc=nfkc)
+    ratio = zh_ratio(record_text(record))
+    return _with_lang(record, "zh" if ratio >= LANG_THRESHOLD else "en"), _drop_reason(record, ratio, min_zh_ratio)
+
+
+def content_digest(cleaned: dict) -> str:
+    """`record_hash` of a record that `clean_record` already normalised (normalising twice changes nothing)."""
+    return _digest(cleaned)
 
 
 def _drop_reason(record: dict, ratio: float, min_zh_ratio: float | None) -> str | None:

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lit_align.checks import ConfigError
-from lit_align.data.clean import clean_records, record_hash
+from lit_align.data.clean import record_hash
 from lit_align.data.errors import DataFormatError, FieldError
-from lit_align.data.examples import as_prompt_record, tokenize_record
+from lit_align.data.parallel import Outcome, record_outcomes
 from lit_align.data.read import read_source, source_name
 
 TASKS = ("sft", "preference", "prompt")
@@ -177,6 +177,7 @@ def prepare_sources(
     *,
     max_rows: int | None = None,
     train_digests: set[str] | None = None,
+    num_proc: int = 1,
 ) -> PreparedData:
     """Read, clean, de-duplicate (across all ``sources``) and tokenise; see the module docstring.
 
@@ -184,12 +185,13 @@ def prepare_sources(
     the system message (see `tokenize_record`). ``train_digests`` (the training split's ``PreparedData.digests()``)
     makes this a validation split: records that are also training records are counted as ``in_train``, and
     with ``settings.drop_in_train`` dropped (``dropped/in_train``). ``max_rows`` reads only the first rows of each
-    source (dry runs)."""
+    source (dry runs). ``num_proc`` processes clean and tokenise, with the same result as one
+    (`lit_align.data.parallel`)."""
     names = [source.name or _default_name(source) for source in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"data sources need distinct names (set `name:`), got {names}")
     seen: set[str] = set()
-    examples, kept_records, reports = [], [], []
+    examples, kept_records, kept_digests, reports = [], [], [], []
     for source, name in zip(sources, names, strict=True):
         # Task prompt reads auto sources as `prompt`, which keeps every column for the reward functions.
         format = "prompt" if settings.task == "prompt" and source.format == "auto" else source.format
@@ -206,31 +208,36 @@ def prepare_sources(
         )
         for key, value in read_counts.items():
             report.counts[_read_key(key)] += value
-        if settings.task == "prompt":
-            records = _prompt_records(records, source.path, settings.on_error, report.counts)
-        report.counts["records"] = len(records)
         ratio = settings.min_zh_ratio if source.min_zh_ratio is None else source.min_zh_ratio
-        records, drops = clean_records(
-            records, dedupe=settings.dedupe, min_zh_ratio=ratio, nfkc=settings.nfkc, seen=seen
+        outcomes = list(
+            record_outcomes(records, tokenizer, settings, source=name, min_zh_ratio=ratio, num_proc=num_proc)
         )
+        del records  # the outcomes hold the cleaned copies
+        if settings.task == "prompt":
+            outcomes = _converted(outcomes, source.path, settings.on_error, report.counts)
+        report.counts["records"] = len(outcomes)
+        outcomes, drops = _deduplicated(outcomes, settings.dedupe, seen)
         report.counts.update({f"dropped/{reason}": n for reason, n in drops.items()})
         if train_digests is not None:
-            records = _check_against_train(records, train_digests, settings.drop_in_train, report.counts)
-        report.tokenized = len(records)
-        for record in records:
-            example = tokenize_record(record, tokenizer, settings, report.counts, report.truncated_lengths)
-            if example is None:
+            outcomes = _check_against_train(outcomes, train_digests, settings.drop_in_train, report.counts)
+        report.tokenized = len(outcomes)
+        for outcome in outcomes:
+            if outcome.error is not None:
+                raise outcome.error
+            report.counts.update(outcome.counts or {})
+            report.truncated_lengths.extend(outcome.truncated_lengths or ())
+            if outcome.example is None:
                 continue
-            example.update(lang=record["lang"], source=name, row=record.get("row"))
-            report.languages[record["lang"]] += 1
-            report.buckets[bucket_of(example["length"], list(settings.bucket_bounds))] += 1
-            examples.append(example)
-            kept_records.append(record)
+            report.languages[outcome.record["lang"]] += 1
+            report.buckets[bucket_of(outcome.example["length"], list(settings.bucket_bounds))] += 1
+            examples.append(outcome.example)
+            kept_records.append(outcome.record)
+            kept_digests.append(outcome.digest)
         report.counts["examples"] = sum(report.languages.values())
         check_truncation(report, settings)
         check_has_examples(report)
         reports.append(report)
-    return PreparedData(examples, kept_records, reports)
+    return PreparedData(examples, kept_records, reports, kept_digests)
 
 
 def check_truncation(report: SourceReport, settings: PrepareSettings) -> None:
@@ -291,31 +298,50 @@ def check_has_examples(report: SourceReport) -> None:
     )
 
 
-def _check_against_train(records: list[dict], train_digests: set[str], drop: bool, counts: Counter) -> list[dict]:
+def _converted(outcomes: list[Outcome], path: str, on_error: str, counts: Counter) -> list[Outcome]:
+    """Task prompt: the records that have a prompt (`as_prompt_record`); one without is an error at its line
+    (``on_error: skip``: counted under ``error/<field>``), a preference pair a `ConfigError`."""
+    out = []
+    for outcome in outcomes:
+        error = outcome.conversion_error
+        if error is None:
+            out.append(outcome)
+        elif not isinstance(error, FieldError):
+            raise error
+        elif on_error == "raise":
+            raise DataFormatError(path, outcome.record.get("row"), error.field, error.reason) from None
+        else:
+            counts[f"error/{error.field}"] += 1
+    return out
+
+
+def _deduplicated(outcomes: list[Outcome], dedupe: bool, seen: set[str]) -> tuple[list[Outcome], Counter]:
+    """The outcomes that cleaning keeps, without the repeats of an earlier record (of this or an earlier source of
+    the split: ``seen`` holds their digests); and the count of each drop reason (see `clean_records`)."""
+    kept, dropped = [], Counter()
+    for outcome in outcomes:
+        reason = outcome.drop
+        if reason is None and dedupe:
+            reason = "duplicate" if outcome.digest in seen else None
+            seen.add(outcome.digest)
+        if reason is None:
+            kept.append(outcome)
+        else:
+            dropped[reason] += 1
+    return kept, dropped
+
+
+def _check_against_train(outcomes: list[Outcome], train_digests: set[str], drop: bool, counts: Counter) -> list:
     """Count (and with ``drop`` remove) the records whose `record_hash` is in ``train_digests``: validation
     examples the model trained on measure memorisation, not generalisation."""
-    in_train = [record_hash(record) in train_digests for record in records]
+    in_train = [outcome.digest in train_digests for outcome in outcomes]
     if not any(in_train):
-        return records
+        return outcomes
     if not drop:
         counts["in_train"] += sum(in_train)
-        return records
+        return outcomes
     counts["dropped/in_train"] += sum(in_train)
-    return [record for record, seen in zip(records, in_train, strict=True) if not seen]
-
-
-def _prompt_records(records: list[dict], path: str, on_error: str, counts: Counter) -> list[dict]:
-    """Records of a source for task prompt (`as_prompt_record`); a chat with no user turn is an error at its line
-    (``on_error: skip``: counted under ``error/<field>``)."""
-    out = []
-    for record in records:
-        try:
-            out.append(as_prompt_record(record))
-        except FieldError as err:
-            if on_error == "raise":
-                raise DataFormatError(path, record.get("row"), err.field, err.reason) from None
-            counts[f"error/{err.field}"] += 1
-    return out
+    return [outcome for outcome, seen in zip(outcomes, in_train, strict=True) if not seen]
 
 
 def _read_key(key: str) -> str:

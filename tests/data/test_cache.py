@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 import lit_align.data.datamodule as datamodule
-import lit_align.data.prepare as prepare
+import lit_align.data.parallel as parallel
 from lit_align.data.cache import DATA_CACHE_VERSION, default_cache_dir
 from lit_align.data.datamodule import AlignDataModule, DataSource
 from lit_align.data.digest import examples_digest
@@ -25,13 +25,13 @@ ARITHMETIC = ROOT / "assets" / "arithmetic"
 def tokenized(monkeypatch) -> list[int]:
     """Counts calls of the per-record tokenisation (one element per call)."""
     calls = []
-    real = prepare.tokenize_record
+    real = parallel.tokenize_record
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(prepare, "tokenize_record", counting)
+    monkeypatch.setattr(parallel, "tokenize_record", counting)
     return calls
 
 
