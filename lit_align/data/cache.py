@@ -45,7 +45,7 @@ import pyarrow as pa
 from lit_align.data.clean import record_hash
 from lit_align.data.digest import examples_digest
 from lit_align.data.prepare import DataSource, PreparedData, PrepareSettings, SourceReport
-from lit_align.data.table import ExampleTable, NotStorable, encode_examples
+from lit_align.data.table import ExampleTable, NotStorable, as_arrow
 from lit_align.tokenizer import resolve_path
 
 log = logging.getLogger(__name__)
@@ -180,9 +180,12 @@ def save_prepared(folder: Path, key: str, prepared: PreparedData) -> None:
     from datasets import Dataset
     from datasets.table import InMemoryTable
 
-    examples, example_kinds = encode_examples(prepared.examples)
-    records, record_kinds = encode_examples(prepared.records)
-    digests = pa.array([record_hash(record) for record in prepared.records], type=pa.string())
+    examples, example_kinds = as_arrow(prepared.examples)
+    records, record_kinds = as_arrow(prepared.records)
+    digests = pa.array(
+        prepared.record_digests if prepared.record_digests is not None else [record_hash(r) for r in prepared.records],
+        type=pa.string(),
+    )
     examples = Dataset(InMemoryTable(examples))
     records = Dataset(InMemoryTable(records.append_column(_DIGEST_COLUMN, digests)))
     temporary = folder.parent / f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"

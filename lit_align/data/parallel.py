@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 from lit_align.data.clean import clean_record, content_digest
 from lit_align.data.examples import as_prompt_record, tokenize_record
+from lit_align.data.table import EncodedRows, encode_rows
 
 MAX_DEFAULT_PROCESSES = 8
 """``data.num_proc`` by default: the cores this process may use, at most this many (tokenising does not gain much
@@ -39,24 +40,36 @@ MIN_RECORDS_PER_PROCESS = 500
 
 
 class Outcome(NamedTuple):
-    """What one record became (see the module docstring for who uses which field)."""
+    """What one record became (see the module docstring for who uses which field). Its example and cleaned record
+    travel in the chunk's Arrow tables (`Chunk`), not here."""
 
+    row: int | None
+    """The record's line in its file."""
     conversion_error: Exception | None
     """Task prompt: why the record has no prompt to take (a `FieldError` the caller places in its file and line)."""
-    record: dict | None
-    """Normalised and language-tagged (`clean_record`); with a ``conversion_error``, the record as read."""
     drop: str | None
     """Why cleaning drops it (before de-duplication), or None."""
     digest: str | None
     """`record_hash`, for de-duplication and the validation split's ``in_train`` check."""
-    example: dict | None
-    """`tokenize_record`'s example with ``lang``, ``source`` and ``row``, or None (counted in ``counts``)."""
+    lang: str | None
+    """``en`` or ``zh``."""
+    length: int | None
+    """The example's length in tokens; None when tokenising made no example (counted in ``counts``)."""
     counts: dict | None
     """What tokenising this record added to the source's counts."""
     truncated_lengths: list[int] | None
     """The untruncated length of a record cut at ``max_length``."""
     error: Exception | None
     """What tokenising raised."""
+
+
+class Chunk(NamedTuple):
+    """The outcomes of consecutive records, and the examples and cleaned records of those that made an example, in
+    order, encoded by `encode_rows` (Arrow pickles as flat buffers: far cheaper to send back than lists of ints)."""
+
+    outcomes: list[Outcome]
+    examples: EncodedRows
+    records: EncodedRows
 
 
 def default_num_proc() -> int:
@@ -66,7 +79,7 @@ def default_num_proc() -> int:
     return max(1, min(cores, MAX_DEFAULT_PROCESSES))
 
 
-def record_outcomes(
+def prepared_chunks(
     records: Sequence[dict],
     tokenizer,
     settings,
@@ -74,20 +87,20 @@ def record_outcomes(
     source: str,
     min_zh_ratio: float | None,
     num_proc: int,
-) -> Iterator[Outcome]:
-    """The `Outcome` of every record, in order, from ``num_proc`` processes (1: this one)."""
+) -> Iterator[Chunk]:
+    """Every record's `Outcome`, a chunk at a time and in order, from ``num_proc`` processes (1: this one)."""
     job = (source, min_zh_ratio)
     processes = min(num_proc, len(records) // MIN_RECORDS_PER_PROCESS)
-    if processes <= 1:
-        yield from _outcomes(records, job, tokenizer, settings)
-        return
     # Several chunks per process keep every worker busy to the end; chunks of a few hundred keep each message small.
-    size = max(64, min(1000, -(-len(records) // (processes * 8))))
-    chunks = [(records[start : start + size], job) for start in range(0, len(records), size)]
+    size = max(64, min(1000, -(-len(records) // (max(processes, 1) * 8))))
+    chunks = ((records[start : start + size], job) for start in range(0, len(records), size))
+    if processes <= 1:
+        for chunk in chunks:
+            yield _chunk(*chunk, tokenizer, settings)
+        return
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     with context.Pool(processes, initializer=_start_worker, initargs=(tokenizer, settings)) as pool:
-        for outcomes in pool.imap(_worker_chunk, chunks):
-            yield from outcomes
+        yield from pool.imap(_worker_chunk, chunks)
 
 
 _worker_state: dict = {}
@@ -97,30 +110,36 @@ def _start_worker(tokenizer, settings) -> None:
     _worker_state.update(tokenizer=tokenizer, settings=settings)
 
 
-def _worker_chunk(chunk: tuple[Sequence[dict], tuple]) -> list[Outcome]:
-    records, job = chunk
-    return list(_outcomes(records, job, _worker_state["tokenizer"], _worker_state["settings"]))
+def _worker_chunk(chunk: tuple[Sequence[dict], tuple]) -> Chunk:
+    return _chunk(*chunk, _worker_state["tokenizer"], _worker_state["settings"])
 
 
-def _outcomes(records: Sequence[dict], job: tuple, tokenizer, settings) -> Iterator[Outcome]:
+def _chunk(records: Sequence[dict], job: tuple, tokenizer, settings) -> Chunk:
     source, min_zh_ratio = job
+    outcomes, examples, cleaned_records = [], [], []
     for record in records:
+        row = record.get("row")
         if settings.task == "prompt":
             try:
                 record = as_prompt_record(record)
             except Exception as error:  # a FieldError, or a ConfigError for a preference pair
-                yield Outcome(error, record, None, None, None, None, None, None)
+                outcomes.append(Outcome(row, error, None, None, None, None, None, None, None))
                 continue
         cleaned, drop = clean_record(record, min_zh_ratio=min_zh_ratio, nfkc=settings.nfkc)
         if drop is not None:
-            yield Outcome(None, None, drop, None, None, None, None, None)
+            outcomes.append(Outcome(row, None, drop, None, None, None, None, None, None))
             continue
         counts, truncated, example, error = Counter(), [], None, None
         try:
             example = tokenize_record(cleaned, tokenizer, settings, counts, truncated)
         except Exception as raised:  # raised by the caller when the one-process order reaches this record
             error = raised
+        length = None
         if example is not None:
             example.update(lang=cleaned["lang"], source=source, row=cleaned.get("row"))
-        digest = content_digest(cleaned)
-        yield Outcome(None, cleaned, None, digest, example, dict(counts) or None, truncated or None, error)
+            examples.append(example)
+            cleaned_records.append(cleaned)
+            length = example["length"]
+        outcome = (content_digest(cleaned), cleaned["lang"], length, dict(counts) or None, truncated or None, error)
+        outcomes.append(Outcome(row, None, None, *outcome))
+    return Chunk(outcomes, encode_rows(examples), encode_rows(cleaned_records))

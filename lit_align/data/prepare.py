@@ -28,8 +28,9 @@ from typing import Any
 from lit_align.checks import ConfigError
 from lit_align.data.clean import record_hash
 from lit_align.data.errors import DataFormatError, FieldError
-from lit_align.data.parallel import Outcome, record_outcomes
+from lit_align.data.parallel import Outcome, prepared_chunks
 from lit_align.data.read import read_source, source_name
+from lit_align.data.table import RowCollector
 
 TASKS = ("sft", "preference", "prompt")
 
@@ -191,7 +192,8 @@ def prepare_sources(
     if len(set(names)) != len(names):
         raise ValueError(f"data sources need distinct names (set `name:`), got {names}")
     seen: set[str] = set()
-    examples, kept_records, kept_digests, reports = [], [], [], []
+    examples, kept_records, reports = RowCollector(), RowCollector(), []
+    kept_digests: list[str] = []
     for source, name in zip(sources, names, strict=True):
         # Task prompt reads auto sources as `prompt`, which keeps every column for the reward functions.
         format = "prompt" if settings.task == "prompt" and source.format == "auto" else source.format
@@ -209,35 +211,19 @@ def prepare_sources(
         for key, value in read_counts.items():
             report.counts[_read_key(key)] += value
         ratio = settings.min_zh_ratio if source.min_zh_ratio is None else source.min_zh_ratio
-        outcomes = list(
-            record_outcomes(records, tokenizer, settings, source=name, min_zh_ratio=ratio, num_proc=num_proc)
-        )
-        del records  # the outcomes hold the cleaned copies
-        if settings.task == "prompt":
-            outcomes = _converted(outcomes, source.path, settings.on_error, report.counts)
-        report.counts["records"] = len(outcomes)
-        outcomes, drops = _deduplicated(outcomes, settings.dedupe, seen)
-        report.counts.update({f"dropped/{reason}": n for reason, n in drops.items()})
-        if train_digests is not None:
-            outcomes = _check_against_train(outcomes, train_digests, settings.drop_in_train, report.counts)
-        report.tokenized = len(outcomes)
-        for outcome in outcomes:
-            if outcome.error is not None:
-                raise outcome.error
-            report.counts.update(outcome.counts or {})
-            report.truncated_lengths.extend(outcome.truncated_lengths or ())
-            if outcome.example is None:
-                continue
-            report.languages[outcome.record["lang"]] += 1
-            report.buckets[bucket_of(outcome.example["length"], list(settings.bucket_bounds))] += 1
-            examples.append(outcome.example)
-            kept_records.append(outcome.record)
-            kept_digests.append(outcome.digest)
+        chunks = prepared_chunks(records, tokenizer, settings, source=name, min_zh_ratio=ratio, num_proc=num_proc)
+        walk = _SourceWalk(report, settings, seen, train_digests, kept_digests)
+        for chunk in chunks:
+            keep = walk.outcomes(chunk.outcomes)
+            examples.add(chunk.examples, keep)
+            kept_records.add(chunk.records, keep)
+        del records
+        walk.finish()
         report.counts["examples"] = sum(report.languages.values())
         check_truncation(report, settings)
         check_has_examples(report)
         reports.append(report)
-    return PreparedData(examples, kept_records, reports, kept_digests)
+    return PreparedData(examples.finish(), kept_records.finish(), reports, kept_digests)
 
 
 def check_truncation(report: SourceReport, settings: PrepareSettings) -> None:
@@ -298,50 +284,79 @@ def check_has_examples(report: SourceReport) -> None:
     )
 
 
-def _converted(outcomes: list[Outcome], path: str, on_error: str, counts: Counter) -> list[Outcome]:
-    """Task prompt: the records that have a prompt (`as_prompt_record`); one without is an error at its line
-    (``on_error: skip``: counted under ``error/<field>``), a preference pair a `ConfigError`."""
-    out = []
-    for outcome in outcomes:
-        error = outcome.conversion_error
-        if error is None:
-            out.append(outcome)
-        elif not isinstance(error, FieldError):
-            raise error
-        elif on_error == "raise":
-            raise DataFormatError(path, outcome.record.get("row"), error.field, error.reason) from None
-        else:
-            counts[f"error/{error.field}"] += 1
-    return out
+class _SourceWalk:
+    """One source's outcomes, walked in record order as the one-process pipeline would treat the records: conversion
+    (task prompt), cleaning drops, de-duplication across the split (``seen``), the ``in_train`` check of a validation
+    split, tokenisation. The counts go into ``report`` in that order of steps, and the error raised is the first
+    one that pipeline meets: a conversion error anywhere in the source before a tokenising error, which counts only
+    for a record that survived the steps before it. Its `outcomes` returns which examples to keep."""
 
+    def __init__(self, report, settings, seen: set[str], train_digests: set[str] | None, kept_digests: list[str]):
+        self.report, self.settings, self.seen, self.train_digests = report, settings, seen, train_digests
+        self.kept_digests = kept_digests
+        self.conversion, self.drops, self.checked, self.tokenized = Counter(), Counter(), Counter(), Counter()
+        self.records = 0
+        self.conversion_error: Exception | None = None
+        self.tokenizing_error: Exception | None = None
 
-def _deduplicated(outcomes: list[Outcome], dedupe: bool, seen: set[str]) -> tuple[list[Outcome], Counter]:
-    """The outcomes that cleaning keeps, without the repeats of an earlier record (of this or an earlier source of
-    the split: ``seen`` holds their digests); and the count of each drop reason (see `clean_records`)."""
-    kept, dropped = [], Counter()
-    for outcome in outcomes:
+    def outcomes(self, outcomes: list[Outcome]) -> list[bool]:
+        """Which of the outcomes' examples (those with a ``length``) are kept, in order."""
+        keep = []
+        for outcome in outcomes:
+            kept = self._outcome(outcome)
+            if outcome.length is not None:  # the chunk's tables hold a row for each of these
+                keep.append(kept)
+        return keep
+
+    def _outcome(self, outcome: Outcome) -> bool:
+        if (error := outcome.conversion_error) is not None:
+            if not isinstance(error, FieldError):
+                self.conversion_error = self.conversion_error or error
+            elif self.settings.on_error == "raise":
+                located = DataFormatError(self.report.path, outcome.row, error.field, error.reason)
+                self.conversion_error = self.conversion_error or located
+            else:
+                self.conversion[f"error/{error.field}"] += 1
+            return False
+        self.records += 1
         reason = outcome.drop
-        if reason is None and dedupe:
-            reason = "duplicate" if outcome.digest in seen else None
-            seen.add(outcome.digest)
-        if reason is None:
-            kept.append(outcome)
-        else:
-            dropped[reason] += 1
-    return kept, dropped
+        if reason is None and self.settings.dedupe:
+            reason = "duplicate" if outcome.digest in self.seen else None
+            self.seen.add(outcome.digest)
+        if reason is not None:
+            self.drops[reason] += 1
+            return False
+        if self.train_digests is not None and outcome.digest in self.train_digests:
+            self.checked["dropped/in_train" if self.settings.drop_in_train else "in_train"] += 1
+            if self.settings.drop_in_train:
+                return False
+        if self.tokenizing_error is not None:
+            return False
+        self.report.tokenized += 1
+        if outcome.error is not None:
+            self.tokenizing_error = outcome.error
+            return False
+        self.tokenized.update(outcome.counts or {})
+        self.report.truncated_lengths.extend(outcome.truncated_lengths or ())
+        if outcome.length is None:
+            return False
+        self.report.languages[outcome.lang] += 1
+        self.report.buckets[bucket_of(outcome.length, list(self.settings.bucket_bounds))] += 1
+        self.kept_digests.append(outcome.digest)
+        return True
 
-
-def _check_against_train(outcomes: list[Outcome], train_digests: set[str], drop: bool, counts: Counter) -> list:
-    """Count (and with ``drop`` remove) the records whose `record_hash` is in ``train_digests``: validation
-    examples the model trained on measure memorisation, not generalisation."""
-    in_train = [outcome.digest in train_digests for outcome in outcomes]
-    if not any(in_train):
-        return outcomes
-    if not drop:
-        counts["in_train"] += sum(in_train)
-        return outcomes
-    counts["dropped/in_train"] += sum(in_train)
-    return [outcome for outcome, seen in zip(outcomes, in_train, strict=True) if not seen]
+    def finish(self) -> None:
+        """Raise the first error, or put the counts into the report in the order of the steps."""
+        if self.conversion_error is not None:
+            raise self.conversion_error
+        if self.tokenizing_error is not None:
+            raise self.tokenizing_error
+        counts = self.report.counts
+        counts.update(self.conversion)
+        counts["records"] = self.records
+        counts.update({f"dropped/{reason}": n for reason, n in self.drops.items()})
+        counts.update(self.checked)
+        counts.update(self.tokenized)
 
 
 def _read_key(key: str) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
@@ -86,6 +86,69 @@ def encode_examples(examples: Sequence[dict]) -> tuple[pa.Table, list[tuple[str,
                 raise NotStorable(f"example field {key!r} cannot be stored: {err}") from None
         kinds.append((key, kind))
     return pa.table(columns), kinds
+
+
+class EncodedRows(NamedTuple):
+    """Rows as `encode_examples` made them, or as they were when they cannot be stored (``table`` None)."""
+
+    table: pa.Table | None
+    kinds: list[tuple[str, str]] | None
+    rows: list[dict] | None
+
+
+def encode_rows(rows: Sequence[dict]) -> EncodedRows:
+    """``rows`` in Arrow, or kept as they are when Arrow and JSON cannot hold them (`NotStorable`)."""
+    try:
+        return EncodedRows(*encode_examples(rows), None)
+    except NotStorable:
+        return EncodedRows(None, None, list(rows))
+
+
+def in_memory(table: pa.Table, kinds: Sequence[Sequence[str]]) -> ExampleTable:
+    """An `ExampleTable` over a table held in memory (not yet, or never, written to the data cache)."""
+    from datasets import Dataset
+    from datasets.table import InMemoryTable
+
+    return ExampleTable(Dataset(InMemoryTable(table)), kinds)
+
+
+def as_arrow(examples: Sequence[dict]) -> tuple[pa.Table, list[tuple[str, str]]]:
+    """The Arrow table and kinds of ``examples``: an `ExampleTable`'s own when it shows all its rows, else encoded
+    (raises `NotStorable`)."""
+    if isinstance(examples, ExampleTable) and examples.rows == range(len(examples.dataset)):
+        return examples.dataset.data.table, examples.kinds
+    return encode_examples(examples)
+
+
+class RowCollector:
+    """A split's rows gathered a chunk at a time, each chunk filtered to the rows kept, and joined by `finish` into
+    one `ExampleTable`: preparation never holds the whole split as Python dicts. Chunks whose columns differ (a key
+    only some chunks have, say) are decoded and encoded again as one; rows that cannot be stored stay a list."""
+
+    def __init__(self) -> None:
+        self.parts: list[EncodedRows] = []
+
+    def add(self, encoded: EncodedRows, keep: Sequence[bool]) -> None:
+        if not any(keep):
+            return
+        if encoded.table is None:
+            rows = [row for row, kept in zip(encoded.rows, keep, strict=True) if kept]
+            self.parts.append(EncodedRows(None, None, rows))
+        else:
+            table = encoded.table if all(keep) else encoded.table.filter(pa.array(keep, type=pa.bool_()))
+            self.parts.append(EncodedRows(table, encoded.kinds, None))
+
+    def finish(self) -> Sequence[dict]:
+        if not self.parts:
+            return []
+        kinds = {tuple(map(tuple, part.kinds or ())) for part in self.parts}
+        if all(part.table is not None for part in self.parts) and len(kinds) == 1:
+            table = pa.concat_tables([part.table for part in self.parts], promote_options="permissive")
+            return in_memory(table, self.parts[0].kinds)
+        rows = [row for part in self.parts for row in (part.rows if part.table is None else in_memory(*part[:2]))]
+        self.parts = []
+        encoded = encode_rows(rows)
+        return rows if encoded.table is None else in_memory(encoded.table, encoded.kinds)
 
 
 class ExampleTable(Sequence):

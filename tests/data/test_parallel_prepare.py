@@ -27,13 +27,13 @@ def worker_pids(monkeypatch, tmp_path) -> set[int]:
     monkeypatch.setattr(parallel, "MIN_RECORDS_PER_PROCESS", 10)
     marks = tmp_path / "pids"
     marks.mkdir()
-    real = parallel._outcomes
+    real = parallel._chunk
 
     def marking(*args):
         (marks / str(os.getpid())).touch()
         return real(*args)
 
-    monkeypatch.setattr(parallel, "_outcomes", marking)
+    monkeypatch.setattr(parallel, "_chunk", marking)
 
     class Pids(set):
         def read(self) -> set[int]:
@@ -164,13 +164,13 @@ def test_small_sources_stay_in_one_process(monkeypatch):
     monkeypatch.setattr(parallel.multiprocessing, "get_context", get_context)
     tokenizer = load_tokenizer(str(TINY_MODEL))
     record = {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], "row": 1}
-    outcomes = parallel.record_outcomes(
+    chunks = parallel.prepared_chunks(
         [record] * 999, tokenizer, PrepareSettings(), source="s", min_zh_ratio=None, num_proc=2
     )
-    assert sum(outcome.example is not None for outcome in outcomes) == 999
+    assert sum(outcome.length is not None for chunk in chunks for outcome in chunk.outcomes) == 999
     with pytest.raises(Started):
         list(
-            parallel.record_outcomes(
+            parallel.prepared_chunks(
                 [record] * 1000, tokenizer, PrepareSettings(), source="s", min_zh_ratio=None, num_proc=2
             )
         )
