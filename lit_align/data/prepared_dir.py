@@ -103,9 +103,9 @@ def check_tokenizer(stored: dict[str, Any], current: dict[str, Any], path: Path)
         )
     if stored.get("transformers") != current.get("transformers"):
         rank_zero_warn(
-            f"data.prepared: {path} was tokenised under transformers {stored.get('transformers')}, this run has "
-            f"{current.get('transformers')}: the tokenizer files are the same, but re-run scripts/prepare_data.py "
-            "if its results might differ"
+            f"data.prepared: {path.parent.parent} was tokenised under transformers {stored.get('transformers')}, "
+            f"this run has {current.get('transformers')}: the tokenizer files are the same, but re-run "
+            "scripts/prepare_data.py if its results might differ"
         )
 
 

@@ -201,6 +201,14 @@ def test_not_a_prepared_folder(tmp_path, prepared):
         _from(folder)
 
 
+def test_a_damaged_copy_names_its_folder(prepared):
+    folder, _ = prepared
+    arrow = next((folder / "train" / "examples").glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:100])  # a copy cut short
+    with pytest.raises(ConfigError, match=r"data.prepared: .*prepared/train is incomplete or damaged \(examples/"):
+        _from(folder)
+
+
 def test_neither_train_nor_prepared():
     with pytest.raises(ConfigError, match="data.train: no training data.*data.prepared"):
         AlignDataModule(**SETTINGS)
