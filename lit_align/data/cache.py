@@ -18,6 +18,11 @@ everything that changes the result:
 - `DATA_CACHE_VERSION`, bumped whenever the data code changes what preparation makes;
 - for a validation split, the training split's key (``in_train`` counts and drops depend on the training records).
 
+Each ``meta.json`` also records the recipe behind the split (`recipe_fields`: the sources, the settings and the
+tokenizer's fingerprint), so that a folder written by ``scripts/prepare_data.py --output`` can be checked against a
+recipe on a machine without the sources (``data.prepared``, see `lit_align.data.prepared_dir`). A cache entry keeps
+the weights of the run that wrote it: they are not in the key.
+
 A hub dataset that cannot be opened, or examples that Arrow cannot hold exactly (`NotStorable`), are prepared as
 before and not cached. A folder is complete only when renamed into place with its ``meta.json`` (written last), and
 is checked on load (version, key, file sizes, row counts); anything else is ignored with a warning and rebuilt. A file
@@ -45,7 +50,7 @@ import pyarrow as pa
 from lit_align.data.clean import record_hash
 from lit_align.data.digest import examples_digest
 from lit_align.data.prepare import DataSource, PreparedData, PrepareSettings, SourceReport
-from lit_align.data.table import ExampleTable, NotStorable, as_arrow
+from lit_align.data.table import ExampleTable, NotStorable, encode_examples
 from lit_align.tokenizer import resolve_path
 
 log = logging.getLogger(__name__)
@@ -142,8 +147,22 @@ def cache_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def load_or_prepare(directory: Path, key: str, prepare: Callable[[], PreparedData]) -> tuple[PreparedData, bool]:
-    """The prepared split from ``directory / key``, or ``prepare()`` stored there first; and whether it was a hit.
+def recipe_fields(sources: Sequence[DataSource], settings: PrepareSettings, tokenizer) -> dict[str, Any]:
+    """What ``meta.json`` says about the recipe behind a split: every source as written (weight included), every
+    `PrepareSettings` field and the tokenizer's fingerprint, in JSON's types (tuples become lists)."""
+    fields = {
+        "sources": [dataclasses.asdict(source) for source in sources],
+        "settings": dataclasses.asdict(settings),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+    }
+    return json.loads(json.dumps(fields, default=str))
+
+
+def load_or_prepare(
+    directory: Path, key: str, prepare: Callable[[], PreparedData], recipe: dict[str, Any] | None = None
+) -> tuple[PreparedData, bool]:
+    """The prepared split from ``directory / key``, or ``prepare()`` stored there first (with ``recipe``, see
+    `recipe_fields`, in its ``meta.json``); and whether it was a hit.
 
     Either way the examples come back as a memory-mapped `ExampleTable`, so a first and a second run train on the
     same representation; only data that cannot be stored (`NotStorable`) comes back as ``prepare()`` made it."""
@@ -165,7 +184,7 @@ def load_or_prepare(directory: Path, key: str, prepare: Callable[[], PreparedDat
         prepared = prepare()
         start = time.perf_counter()
         try:
-            save_prepared(folder, key, prepared)
+            save_prepared(folder, key, prepared, recipe)
         except (NotStorable, OSError) as error:
             log.warning("data cache: not cached (%s); the examples stay in memory", error)
             return prepared, False
@@ -174,20 +193,23 @@ def load_or_prepare(directory: Path, key: str, prepare: Callable[[], PreparedDat
         return load_prepared(folder, key), False
 
 
-def save_prepared(folder: Path, key: str, prepared: PreparedData) -> None:
+def save_prepared(folder: Path, key: str | None, prepared: PreparedData, recipe: dict[str, Any] | None = None) -> None:
     """Write ``prepared`` to ``folder`` atomically: everything in a temporary folder beside it, ``meta.json`` last,
-    then one rename. A folder that another process renamed into place first is kept, and ours removed."""
+    then one rename. A folder that another process renamed into place first is kept, and ours removed.
+
+    ``recipe`` (`recipe_fields`) goes into ``meta.json`` as it is. Examples and records that come from such a folder
+    (whole `ExampleTable` s) are written from their Arrow table, not decoded and encoded again."""
     from datasets import Dataset
     from datasets.table import InMemoryTable
 
-    examples, example_kinds = as_arrow(prepared.examples)
-    records, record_kinds = as_arrow(prepared.records)
-    digests = pa.array(
-        prepared.record_digests if prepared.record_digests is not None else [record_hash(r) for r in prepared.records],
-        type=pa.string(),
-    )
+    examples, example_kinds = _arrow_table(prepared.examples)
+    records, record_kinds = _arrow_table(prepared.records)
+    if _DIGEST_COLUMN not in records.column_names:
+        known = prepared.record_digests
+        digests = known if known is not None else [record_hash(record) for record in prepared.records]
+        records = records.append_column(_DIGEST_COLUMN, pa.array(list(digests), type=pa.string()))
     examples = Dataset(InMemoryTable(examples))
-    records = Dataset(InMemoryTable(records.append_column(_DIGEST_COLUMN, digests)))
+    records = Dataset(InMemoryTable(records))
     temporary = folder.parent / f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         with _quiet_datasets():
@@ -202,6 +224,7 @@ def save_prepared(folder: Path, key: str, prepared: PreparedData) -> None:
             "examples_sha256": examples_digest(ExampleTable(examples, example_kinds)),
             "reports": [_report_json(report) for report in prepared.reports],
             "files": {str(p.relative_to(temporary)): p.stat().st_size for p in sorted(temporary.rglob("*.arrow"))},
+            **(recipe or {}),
         }
         (temporary / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
         try:
@@ -213,11 +236,12 @@ def save_prepared(folder: Path, key: str, prepared: PreparedData) -> None:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def load_prepared(folder: Path, key: str) -> PreparedData:
+def load_prepared(folder: Path, key: str | None) -> PreparedData:
     """The split stored in ``folder``, memory-mapped; raises ``ValueError`` (or the reader's error) for a folder
-    that is not a complete copy for ``key`` of this version of the data code."""
+    that is not a complete copy for ``key`` of this version of the data code. ``key`` None takes a folder of any
+    key: a prepared-data folder from elsewhere, whose recipe `lit_align.data.prepared_dir` checks instead."""
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    if meta.get("version") != DATA_CACHE_VERSION or meta.get("key") != key:
+    if meta.get("version") != DATA_CACHE_VERSION or (key is not None and meta.get("key") != key):
         raise ValueError(f"written for version {meta.get('version')}, key {meta.get('key')}")
     for name, size in meta["files"].items():
         if (folder / name).stat().st_size != size:
@@ -234,6 +258,14 @@ def load_prepared(folder: Path, key: str) -> PreparedData:
         reports=[_report_from_json(report) for report in meta["reports"]],
         record_digests=records.data.column(_DIGEST_COLUMN).to_pylist(),
     )
+
+
+def _arrow_table(rows: Sequence[dict]) -> tuple[pa.Table, list]:
+    """``rows`` as an Arrow table and its ``(column, kind)`` list: a whole stored `ExampleTable` as stored (its
+    columns beyond ``kinds``, such as the record digests, included), anything else through `encode_examples`."""
+    if isinstance(rows, ExampleTable) and rows.rows == range(len(rows.dataset)) and rows.dataset._indices is None:
+        return rows.dataset.data.table, [list(pair) for pair in rows.kinds]
+    return encode_examples(rows)
 
 
 def _report_json(report: SourceReport) -> dict:

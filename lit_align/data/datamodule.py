@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lit_align.checks import ConfigError, check_at_least, check_between
-from lit_align.data.cache import cache_key, default_cache_dir, load_or_prepare
+from lit_align.data.cache import cache_key, default_cache_dir, load_or_prepare, recipe_fields
 from lit_align.data.card import (
     count_metrics,
     expected_mix,
@@ -38,6 +38,7 @@ from lit_align.data.curriculum import CurriculumStage
 from lit_align.data.loader import ResumableDataLoader
 from lit_align.data.parallel import default_num_proc
 from lit_align.data.prepare import DataSource, PreparedData, PrepareSettings, effective_bounds, prepare_sources
+from lit_align.data.prepared_dir import load_prepared_dir
 from lit_align.data.repeat import RepeatedBatches, check_layout
 from lit_align.data.sampler import LengthBucketBatchSampler
 from lit_align.data.table import column, numbered
@@ -52,7 +53,8 @@ class AlignDataModule(LightningDataModule):
     """Chat (SFT), preference or prompt data for every lit_align module.
 
     Args:
-        train: Training sources.
+        train: Training sources. With ``prepared``, optional: given, their names must be the prepared ones and their
+            weights are used; left out, the prepared folder's sources and weights are used.
         val: Validation sources (none: no validation). A single path is short for ``[{path: <path>}]``, so
             ``lit_align validate ... --data.val held_out.jsonl`` scores a checkpoint on one file (format auto).
         tokenizer: Tokenizer path; linked from the model by the CLI.
@@ -112,11 +114,14 @@ class AlignDataModule(LightningDataModule):
         num_proc: Processes that clean and tokenise the records (default: the cores available, at most 8); the
             examples, their order, the counts and the errors are the same for any number (`lit_align.data.parallel`).
             Sources of fewer than 500 records per process are prepared in one.
+        prepared: A folder written by ``scripts/prepare_data.py --output``: train (and validate) on the examples
+            prepared there, memory-mapped, without reading any source, so a job can train on data prepared on another
+            machine. Its tokenizer and preparation settings must be this recipe's; see `lit_align.data.prepared_dir`.
     """
 
     def __init__(
         self,
-        train: list[DataSource],
+        train: list[DataSource] | None = None,
         val: list[DataSource] | str | None = None,
         tokenizer: str | None = None,
         task: Literal["sft", "preference", "prompt"] = "sft",
@@ -147,6 +152,7 @@ class AlignDataModule(LightningDataModule):
         cache: bool = True,
         cache_dir: str | None = None,
         num_proc: int | None = None,
+        prepared: str | None = None,
     ) -> None:
         super().__init__()
         if tokenizer is None:
@@ -167,7 +173,13 @@ class AlignDataModule(LightningDataModule):
             )
         for bound in bucket_bounds or ():
             check_at_least("data.bucket_bounds[...]", bound, 1, why=" (a length in tokens)")
-        self.train_sources = list(train)
+        if train is None and prepared is None:
+            raise ConfigError(
+                "data.train: no training data. List the sources under data.train, or give data.prepared a folder "
+                "written by scripts/prepare_data.py --output"
+            )
+        self.train_sources = list(train or [])
+        self.prepared = Path(prepared).expanduser() if prepared else None
         self.val_sources = [DataSource(path=val)] if isinstance(val, str) else list(val or [])
         self.tokenizer_path = tokenizer
         self.settings = PrepareSettings(
@@ -217,13 +229,16 @@ class AlignDataModule(LightningDataModule):
         if self.train_data is not None:
             return
         self.tokenizer = load_tokenizer(self.tokenizer_path)
-        self.train_data, train_key = self._prepared("train", self.train_sources, self.prepare_split)
-        self.val_data, _ = self._prepared(
-            "val",
-            self.val_sources,
-            lambda sources: self.prepare_split(sources, train_digests=self.train_data.digests()),
-            depends_on=train_key,
-        )
+        if self.prepared is not None:
+            self._load_prepared_dir()
+        else:
+            self.train_data, train_key = self._prepared("train", self.train_sources, self.prepare_split)
+            self.val_data, _ = self._prepared(
+                "val",
+                self.val_sources,
+                lambda sources: self.prepare_split(sources, train_digests=self.train_data.digests()),
+                depends_on=train_key,
+            )
         self._report()
         if self.max_val_examples is not None and len(self.val_data.examples) > self.max_val_examples:
             total = len(self.val_data.examples)
@@ -232,6 +247,18 @@ class AlignDataModule(LightningDataModule):
         # A stable identity per example: precomputed reference log-probs are looked up by (split, index).
         for split, data in (("train", self.train_data), ("val", self.val_data)):
             data.examples = numbered(data.examples, split)
+
+    def _load_prepared_dir(self) -> None:
+        """Both splits from ``data.prepared``, checked against this recipe; the sources are neither read nor hashed,
+        and the module's sources become the matched ones, so weights and the data card follow the stored names."""
+        start = time.perf_counter()
+        loaded = load_prepared_dir(self.prepared, self.train_sources, self.val_sources, self.settings, self.tokenizer)
+        self.train_data, self.val_data = loaded.train, loaded.val
+        self.train_sources, self.val_sources = loaded.train_sources, loaded.val_sources
+        rank_zero_info(
+            f"data: train and val from the prepared folder {self.prepared} ({len(self.train_data.examples)} and "
+            f"{len(self.val_data.examples)} examples, {time.perf_counter() - start:.1f}s); no source was read"
+        )
 
     def _prepared(
         self, split: str, sources: list[DataSource], prepare: Callable, depends_on: str | None = None
@@ -243,7 +270,8 @@ class AlignDataModule(LightningDataModule):
         if key is None:
             return prepare(sources), None
         start = time.perf_counter()
-        data, hit = load_or_prepare(self.cache_dir, key, lambda: prepare(sources))
+        recipe = recipe_fields(sources, self.settings, self.tokenizer)
+        data, hit = load_or_prepare(self.cache_dir, key, lambda: prepare(sources), recipe)
         what = "from cache" if hit else "prepared and cached in"
         seconds = time.perf_counter() - start
         rank_zero_info(f"data: {split} {what} {self.cache_dir / key} ({len(data.examples)} examples, {seconds:.1f}s)")

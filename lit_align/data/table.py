@@ -112,14 +112,6 @@ def in_memory(table: pa.Table, kinds: Sequence[Sequence[str]]) -> ExampleTable:
     return ExampleTable(Dataset(InMemoryTable(table)), kinds)
 
 
-def as_arrow(examples: Sequence[dict]) -> tuple[pa.Table, list[tuple[str, str]]]:
-    """The Arrow table and kinds of ``examples``: an `ExampleTable`'s own when it shows all its rows, else encoded
-    (raises `NotStorable`)."""
-    if isinstance(examples, ExampleTable) and examples.rows == range(len(examples.dataset)):
-        return examples.dataset.data.table, examples.kinds
-    return encode_examples(examples)
-
-
 class RowCollector:
     """A split's rows gathered a chunk at a time, each chunk filtered to the rows kept, and joined by `finish` into
     one `ExampleTable`: preparation never holds the whole split as Python dicts. Chunks whose columns differ (a key
