@@ -237,7 +237,7 @@ class AlignDataModule(LightningDataModule):
             return prepare_sources(sources, tokenizer, self.settings, train_digests=train_digests)
 
         train, train_key = self._prepared("train", self.train_sources, prepare, tokenizer=tokenizer)
-        if train_key is not None:  # a validation split is cached only beside its training split
+        if train_key is not None and self.val_sources:  # a validation split is cached only beside its training split
             digests = train.digests()
             val = lambda sources: prepare(sources, train_digests=digests)  # noqa: E731
             self._prepared("val", self.val_sources, val, depends_on=train_key, tokenizer=tokenizer)
