@@ -271,7 +271,7 @@ class AlignDataModule(LightningDataModule):
         A hit is logged once (every rank has the same); a preparation on the rank that made it, with its rank, so
         that a log shows how many ranks prepared (one per node under DDP, see `prepare_data`)."""
         cached = self.cache and sources and (split == "train" or depends_on is not None)
-        tokenizer = tokenizer or self.tokenizer
+        tokenizer = self.tokenizer if tokenizer is None else tokenizer
         key = cache_key(sources, self.settings, tokenizer, depends_on=depends_on) if cached else None
         if key is None:
             return prepare(sources), None

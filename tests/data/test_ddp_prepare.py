@@ -126,16 +126,22 @@ def tokenized(monkeypatch) -> list[int]:
 
 
 @pytest.mark.skipif(not HH.is_file(), reason="needs ../shared/data")
-def test_prepare_data_fills_the_cache_and_setup_only_reads_it(hh_module, tokenized, tmp_path):
+def test_prepare_data_fills_the_cache_and_setup_only_reads_it(hh_module, tokenized, tmp_path, monkeypatch):
+    lines = []
+    monkeypatch.setattr(datamodule, "_info_on_this_rank", lambda message, *world: lines.append((message, *world)))
     data = hh_module()
     data.prepare_data()
     assert len(tokenized) == 45  # 30 train + 15 val pairs, tokenised once each
+    assert [(message.split(" prepared and cached in ")[0], *world) for message, *world in lines] == [
+        ("data: train", 1, 0),  # one process: world size 1, rank 0 (the line has no rank prefix)
+        ("data: val", 1, 0),
+    ]
     assert data.train_data is None and data.val_data is None and data.tokenizer is None  # nothing kept on self
     assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 2
 
     tokenized.clear()
     data.setup()
-    assert tokenized == []  # both splits were hits
+    assert tokenized == [] and len(lines) == 2  # both splits were hits
     assert (len(data.train_data.examples), len(data.val_data.examples)) == (30, 15)
     data.prepare_data()  # set up already (by hand): nothing to do
     assert tokenized == []
