@@ -212,12 +212,13 @@ class AlignDataModule(LightningDataModule):
         while the node's other ranks wait at a barrier, then every rank's `setup` opens the memory-mapped copy (a
         hit), so no rank tokenises what another did. Nothing is kept on ``self``: only that rank runs this.
 
-        The cache folder decides what "once" means with several nodes. Each node prepares into its own
-        ``cache_dir``, so a node-local one (``LIT_ALIGN_CACHE`` on local disk) gives one preparation per node. On a
-        shared filesystem the per-key file lock serialises the nodes only where ``flock`` reaches the server (NFSv4,
+        With several nodes, ``cache_dir`` decides what "once" means. On node-local disk (``LIT_ALIGN_CACHE`` or
+        ``data.cache_dir`` on e.g. ``/tmp``) each node prepares once. The default ``~/.cache`` is often a shared home
+        on a cluster: then the per-key file lock serialises the nodes only where ``flock`` reaches the server (NFSv4,
         or NFSv3 with lockd); under ``nolock`` or ``local_lock`` mounts two nodes may both prepare (the atomic rename
-        keeps one copy, so the data stays right, but the work is repeated). For many nodes on shared storage,
-        prepare once ahead (``scripts/prepare_data.py --output``) and point every run at it.
+        keeps one copy, so the data stays right, but the work is repeated). We do not rely on it: for several nodes
+        on shared storage, prepare once ahead (``scripts/prepare_data.py --output DIR``) and give every run
+        ``data.prepared: DIR``.
 
         Without the cache (``data.cache: false``) there is nothing to share: every rank prepares in memory in `setup`.
         """
