@@ -21,6 +21,7 @@ from typing import Literal
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_prefixed_message
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lit_align.checks import ConfigError, check_at_least, check_between
@@ -225,6 +226,44 @@ class AlignDataModule(LightningDataModule):
 
     # ---- preparation --------------------------------------------------------------------------------------
 
+    def prepare_data(self) -> None:
+        """Prepare the cached splits once per node, before `setup`: Lightning calls this on each node's local rank 0
+        while the node's other ranks wait at a barrier, then every rank's `setup` opens the memory-mapped copy (a
+        hit), so no rank tokenises what another did. Nothing is kept on ``self``: only that rank runs this.
+
+        With several nodes, ``cache_dir`` decides what "once" means. On node-local disk (``LIT_ALIGN_CACHE`` or
+        ``data.cache_dir`` on e.g. ``/tmp``) each node prepares once. The default ``~/.cache`` is often a shared home
+        on a cluster: then the per-key file lock serialises the nodes only where ``flock`` reaches the server (NFSv4,
+        or NFSv3 with lockd); under ``nolock`` or ``local_lock`` mounts two nodes may both prepare (the atomic rename
+        keeps one copy, so the data stays right, but the work is repeated). We do not rely on it: for several nodes
+        on shared storage, prepare once ahead (``scripts/prepare_data.py --output DIR``) and give every run
+        ``data.prepared: DIR``.
+
+        Without the cache (``data.cache: false``) there is nothing to share: every rank prepares in memory in `setup`.
+        """
+        if self.train_data is not None or self.prepared is not None:  # set up by hand, or prepared elsewhere
+            return
+        if not self.cache:
+            world_size = self.trainer.world_size if self.trainer is not None else 1
+            if world_size > 1:
+                rank_zero_warn(
+                    f"data.cache: false with {world_size} ranks: each of the {world_size} ranks reads and tokenises "
+                    "the data in full; data.cache: true prepares it once per node and the other ranks read that copy"
+                )
+            return
+        tokenizer = load_tokenizer(self.tokenizer_path)
+
+        def prepare(sources: list[DataSource], train_digests: set[str] | None = None) -> PreparedData:
+            return prepare_sources(
+                sources, tokenizer, self.settings, train_digests=train_digests, num_proc=self.num_proc
+            )
+
+        train, train_key = self._prepared("train", self.train_sources, prepare, tokenizer=tokenizer)
+        if train_key is not None and self.val_sources:  # a validation split is cached only beside its training split
+            digests = train.digests()
+            val = lambda sources: prepare(sources, train_digests=digests)  # noqa: E731
+            self._prepared("val", self.val_sources, val, depends_on=train_key, tokenizer=tokenizer)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_data is not None:
             return
@@ -261,20 +300,27 @@ class AlignDataModule(LightningDataModule):
         )
 
     def _prepared(
-        self, split: str, sources: list[DataSource], prepare: Callable, depends_on: str | None = None
+        self, split: str, sources: list[DataSource], prepare: Callable, depends_on: str | None = None, tokenizer=None
     ) -> tuple[PreparedData, str | None]:
         """``prepare(sources)``, through the data cache when it is on; and the cache key (None: not cached). A
-        validation split is cached only with its training split's key, since its ``in_train`` counts depend on it."""
+        validation split is cached only with its training split's key, since its ``in_train`` counts depend on it.
+
+        A hit is logged once (every rank has the same); a preparation on the rank that made it, with its rank, so
+        that a log shows how many ranks prepared (one per node under DDP, see `prepare_data`)."""
         cached = self.cache and sources and (split == "train" or depends_on is not None)
-        key = cache_key(sources, self.settings, self.tokenizer, depends_on=depends_on) if cached else None
+        tokenizer = self.tokenizer if tokenizer is None else tokenizer
+        key = cache_key(sources, self.settings, tokenizer, depends_on=depends_on) if cached else None
         if key is None:
             return prepare(sources), None
         start = time.perf_counter()
-        recipe = recipe_fields(sources, self.settings, self.tokenizer)
+        recipe = recipe_fields(sources, self.settings, tokenizer)
         data, hit = load_or_prepare(self.cache_dir, key, lambda: prepare(sources), recipe)
-        what = "from cache" if hit else "prepared and cached in"
         seconds = time.perf_counter() - start
-        rank_zero_info(f"data: {split} {what} {self.cache_dir / key} ({len(data.examples)} examples, {seconds:.1f}s)")
+        done = f"{self.cache_dir / key} ({len(data.examples)} examples, {seconds:.1f}s)"
+        if hit:
+            rank_zero_info(f"data: {split} from cache {done}")
+        else:
+            _info_on_this_rank(f"data: {split} prepared and cached in {done}", *self._world())
         return data, key
 
     def split_examples(self, split: str) -> Sequence[dict]:
@@ -492,6 +538,12 @@ class AlignDataModule(LightningDataModule):
             collate_fn=self._collator(),
             num_workers=self.num_workers,
         )
+
+
+def _info_on_this_rank(message: str, world_size: int, rank: int) -> None:
+    """An info line from whichever rank calls, prefixed with its global rank when there are several; through
+    Lightning's logger, so it prints where ``rank_zero_info`` does."""
+    logging.getLogger("lightning.pytorch").info(rank_prefixed_message(message, rank) if world_size > 1 else message)
 
 
 def _check_sizes(max_length, max_prompt_length, batch_size, eval_batch_size, max_val_examples, num_workers) -> None:
