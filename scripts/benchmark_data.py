@@ -84,16 +84,16 @@ def _memory_gb() -> tuple[float, float]:
 def _count_preparations() -> list[str]:
     """Counts this process's calls of `prepare_sources` through the data module (one per split it prepared, whether
     it tokenises itself or in ``num_proc`` workers): patches the name the data module calls."""
-    import lit_align.data.datamodule as datamodule
+    import lit_align.data.splits as splits
 
-    calls, real = [], datamodule.prepare_sources
+    calls, real = [], splits.prepare_sources
 
     def counting(sources, *args, **kwargs):
         if sources:  # a split without sources (no validation data) prepares nothing
             calls.append(sources[0].path)
         return real(sources, *args, **kwargs)
 
-    datamodule.prepare_sources = counting
+    splits.prepare_sources = counting
     return calls
 
 

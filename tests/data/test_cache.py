@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-import lit_align.data.datamodule as datamodule
 import lit_align.data.parallel as parallel
+import lit_align.data.splits as splits
 from lit_align.data.cache import DATA_CACHE_VERSION, default_cache_dir
 from lit_align.data.datamodule import AlignDataModule, DataSource
 from lit_align.data.digest import examples_digest
@@ -76,7 +76,7 @@ def test_second_identical_setup_is_a_hit_without_tokenising(data_files, tmp_path
     assert len(_entries(cache)) == 2  # train and val
     tokenized.clear()
     logged = []
-    monkeypatch.setattr(datamodule, "rank_zero_info", logged.append)
+    monkeypatch.setattr(splits, "rank_zero_info", logged.append)
     second = _data(data_files, cache)
     assert tokenized == []
     assert logged[0].startswith(f"data: train from cache {cache}") and logged[1].startswith("data: val from cache")

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 from lightning.pytorch import Callback
 
-import lit_align.data.datamodule as datamodule
 import lit_align.data.parallel as parallel
+import lit_align.data.splits as splits
 from lit_align.data.datamodule import AlignDataModule, DataSource
 from lit_align.run_record import data_summary
 
@@ -128,7 +128,7 @@ def tokenized(monkeypatch) -> list[int]:
 @pytest.mark.skipif(not HH.is_file(), reason="needs ../shared/data")
 def test_prepare_data_fills_the_cache_and_setup_only_reads_it(hh_module, tokenized, tmp_path, monkeypatch):
     lines = []
-    monkeypatch.setattr(datamodule, "_info_on_this_rank", lambda message, *world: lines.append((message, *world)))
+    monkeypatch.setattr(splits, "_info_on_this_rank", lambda message, *world: lines.append((message, *world)))
     data = hh_module()
     data.prepare_data()
     assert len(tokenized) == 45  # 30 train + 15 val pairs, tokenised once each
@@ -163,7 +163,7 @@ def test_prepare_data_then_setup_equals_setup_alone(hh_module, tmp_path):
 @pytest.mark.skipif(not HH.is_file(), reason="needs ../shared/data")
 def test_without_the_cache_prepare_data_warns_under_ddp_only(hh_module, tokenized, monkeypatch):
     warned = []
-    monkeypatch.setattr(datamodule, "rank_zero_warn", warned.append)
+    monkeypatch.setattr(splits, "rank_zero_warn", warned.append)
     data = hh_module(cache=False)
     data.prepare_data()  # no trainer: one process
     assert warned == [] and tokenized == []

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import yaml
 
-import lit_align.data.datamodule as datamodule
+import lit_align.data.splits as splits
 from lit_align.checks import ConfigError
 from lit_align.cli import main as lit_align_main
 from lit_align.data.datamodule import AlignDataModule, DataSource
@@ -88,7 +88,7 @@ def _from(folder, **kwargs) -> AlignDataModule:
 def test_prepared_folder_trains_without_the_sources(prepared, monkeypatch):
     folder, normal = prepared
     logged = []
-    monkeypatch.setattr(datamodule, "rank_zero_info", logged.append)
+    monkeypatch.setattr(splits, "rank_zero_info", logged.append)
     data = _from(folder)
     assert logged[0].startswith(f"data: train and val from the prepared folder {folder} (80 and 16 examples")
     assert logged[0].endswith("no source was read")
