@@ -15,7 +15,9 @@ everything that changes the result:
 - every `PrepareSettings` field (all of them: a new field is in the key without anyone remembering to add it);
 - the tokenizer: its files (``tokenizer.json``, vocabulary, merges, ``tokenizer_config.json``, the chat template
   file), and as loaded its chat template, special tokens, class and the ``transformers`` version;
-- `DATA_CACHE_VERSION`, bumped whenever the data code changes what preparation makes;
+- the data code itself (`data_code_digest`: every ``lit_align/data`` source file), so a lit_align upgrade or a local
+  edit that changes what preparation makes can never meet a stale copy; and `DATA_CACHE_VERSION`, the layout of a
+  cache folder;
 - for a validation split, the training split's key (``in_train`` counts and drops depend on the training records).
 
 Each ``meta.json`` also records the recipe behind the split (`recipe_fields`: the sources, the settings and the
@@ -32,6 +34,7 @@ lock per key makes concurrent runs (or the ranks of one node) wait for the one t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -56,7 +59,7 @@ from lit_align.tokenizer import resolve_path
 log = logging.getLogger(__name__)
 
 DATA_CACHE_VERSION = 1
-"""Bump when preparation (reading, cleaning, tokenising, the reports) changes what it makes for the same inputs."""
+"""Bump when the layout of a cache folder changes (what preparation makes is covered by `data_code_digest`)."""
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -139,12 +142,37 @@ def cache_key(
         described.append({**fields, "content": content})
     payload = {
         "version": DATA_CACHE_VERSION,
+        "code": data_code_digest(),
         "sources": described,
         "settings": dataclasses.asdict(settings),
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "depends_on": depends_on,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@functools.cache
+def data_code_digest() -> str:
+    """SHA-256 over the source of every module of ``lit_align.data`` (its formats included): `code_digest` of
+    this package, once per process.
+
+    Why: a version number bumped by hand is one forgotten bump away from a stale hit after a change to cleaning or
+    tokenising. Hashing the code errs the other way: an edit that changes nothing (a comment) prepares again once."""
+    return code_digest(Path(__file__).resolve().parent)
+
+
+def code_digest(package: Path) -> str:
+    """SHA-256 over every ``.py`` file under ``package``, each with its relative path."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(f"{path.relative_to(package).as_posix()}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes in the files under ``folder``."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
 def recipe_fields(sources: Sequence[DataSource], settings: PrepareSettings, tokenizer) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.rank_zero import rank_prefixed_message
 
-from lit_align.data.cache import cache_key, load_or_prepare, recipe_fields
+from lit_align.data.cache import cache_key, folder_size, load_or_prepare, recipe_fields
 from lit_align.data.card import (
     count_metrics,
     expected_mix,
@@ -125,8 +125,12 @@ class PreparedSplits:
         done = f"{self.cache_dir / key} ({len(data.examples)} examples, {seconds:.1f}s)"
         if hit:
             rank_zero_info(f"data: {split} from cache {done}")
-        else:
-            _info_on_this_rank(f"data: {split} prepared and cached in {done}", *self._world())
+        elif (self.cache_dir / key).is_dir():
+            size = folder_size(self.cache_dir / key) / 2**20
+            message = f"data: {split} prepared and cached in {done}, {size:.0f} MB on disk (data.cache: false: none)"
+            _info_on_this_rank(message, *self._world())
+        else:  # the cache folder could not be written (the warning says why)
+            _info_on_this_rank(f"data: {split} prepared, not cached ({len(data.examples)} examples)", *self._world())
         return data, key
 
     def split_examples(self, split: str) -> Sequence[dict]:

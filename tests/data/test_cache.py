@@ -3,6 +3,7 @@ from the cache (examples, records, reports, data card, sampler plan) equals what
 
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +12,10 @@ import lit_align.data.splits as splits
 from lit_align.data.cache import DATA_CACHE_VERSION, default_cache_dir
 from lit_align.data.datamodule import AlignDataModule, DataSource
 from lit_align.data.digest import examples_digest
+from lit_align.data.prepare import PrepareSettings
 from lit_align.data.table import ExampleTable, column, encode_examples
 from lit_align.run_record import data_summary
+from lit_align.tokenizer import load_tokenizer
 
 from ..conftest import ROOT, SHARED_DATA, TINY_MODEL
 
@@ -215,3 +218,21 @@ def test_table_keeps_types_missing_keys_and_none():
     assert list(view) == examples
     assert view.with_split("val")[1] == {**examples[1], "index": 1, "split": "val"}
     assert column(view, "lang") == ["en", "zh"]
+
+
+def test_a_change_to_the_data_code_is_a_miss(tmp_path, monkeypatch):
+    """The key covers the data package's source, so an upgrade that changes preparation never meets a stale copy."""
+    import lit_align.data.cache as cache
+
+    package = Path(cache.__file__).parent
+    copy = tmp_path / "data"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert cache.code_digest(copy) == cache.code_digest(package) == cache.data_code_digest()
+    with open(copy / "clean.py", "a", encoding="utf-8") as file:
+        file.write("\n# one more line\n")
+    assert cache.code_digest(copy) != cache.data_code_digest()
+    settings, tokenizer = PrepareSettings(), load_tokenizer(str(TINY_MODEL))
+    sources = [DataSource(str(HH))]
+    before = cache.cache_key(sources, settings, tokenizer)
+    monkeypatch.setattr(cache, "data_code_digest", lambda: cache.code_digest(copy))
+    assert cache.cache_key(sources, settings, tokenizer) != before
