@@ -64,11 +64,12 @@ class PreparedSplits:
                 sources, tokenizer, self.settings, train_digests=train_digests, num_proc=self.num_proc
             )
 
-        train, train_key = self._prepared("train", self.train_sources, prepare, tokenizer=tokenizer)
+        # A hit here is logged by `setup`, which every rank runs next.
+        train, train_key = self._prepared("train", self.train_sources, prepare, tokenizer=tokenizer, log_hit=False)
         if train_key is not None and self.val_sources:  # a validation split is cached only beside its training split
             digests = train.digests()
             val = lambda sources: prepare(sources, train_digests=digests)  # noqa: E731
-            self._prepared("val", self.val_sources, val, depends_on=train_key, tokenizer=tokenizer)
+            self._prepared("val", self.val_sources, val, depends_on=train_key, tokenizer=tokenizer, log_hit=False)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_data is not None:
@@ -106,7 +107,13 @@ class PreparedSplits:
         )
 
     def _prepared(
-        self, split: str, sources: list[DataSource], prepare: Callable, depends_on: str | None = None, tokenizer=None
+        self,
+        split: str,
+        sources: list[DataSource],
+        prepare: Callable,
+        depends_on: str | None = None,
+        tokenizer=None,
+        log_hit: bool = True,
     ) -> tuple[PreparedData, str | None]:
         """``prepare(sources)``, through the data cache when it is on; and the cache key (None: not cached). A
         validation split is cached only with its training split's key, since its ``in_train`` counts depend on it.
@@ -124,10 +131,11 @@ class PreparedSplits:
         seconds = time.perf_counter() - start
         done = f"{self.cache_dir / key} ({len(data.examples)} examples, {seconds:.1f}s)"
         if hit:
-            rank_zero_info(f"data: {split} from cache {done}")
+            if log_hit:
+                rank_zero_info(f"data: {split} from cache {done}")
         elif (self.cache_dir / key).is_dir():
             size = folder_size(self.cache_dir / key) / 2**20
-            message = f"data: {split} prepared and cached in {done}, {size:.0f} MB on disk (data.cache: false: none)"
+            message = f"data: {split} prepared and cached in {done}, {size:.0f} MB on disk"
             _info_on_this_rank(message, *self._world())
         else:  # the cache folder could not be written (the warning says why)
             _info_on_this_rank(f"data: {split} prepared, not cached ({len(data.examples)} examples)", *self._world())
