@@ -1,7 +1,7 @@
 """Examples held in Arrow (memory-mapped from the data cache) and read back as the dicts the rest of the code knows.
 
 Why: 160k tokenised pairs as Python lists of ints take gigabytes of host memory, in every DDP rank, and a second
-run would have to rebuild them. In Arrow they are a few flat buffers that ``datasets.load_from_disk`` maps from
+run would have to rebuild them. In Arrow they are a few flat buffers that ``datasets.Dataset.from_file`` maps from
 disk, so the page cache holds one copy for all the processes of a node.
 
 How the rest of the code reads them (`ExampleTable`):
@@ -24,6 +24,7 @@ in memory instead of caching them.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -105,11 +106,12 @@ def encode_rows(rows: Sequence[dict]) -> EncodedRows:
 
 
 def in_memory(table: pa.Table, kinds: Sequence[Sequence[str]]) -> ExampleTable:
-    """An `ExampleTable` over a table held in memory (not yet, or never, written to the data cache)."""
+    """An `ExampleTable` over a table held in memory (not yet, or never, written to the data cache). The fingerprint
+    is given because ``datasets`` would otherwise hash the whole table for one, a copy of it in memory and seconds."""
     from datasets import Dataset
     from datasets.table import InMemoryTable
 
-    return ExampleTable(Dataset(InMemoryTable(table)), kinds)
+    return ExampleTable(Dataset(InMemoryTable(table), fingerprint=uuid.uuid4().hex), kinds)
 
 
 class RowCollector:
@@ -135,7 +137,11 @@ class RowCollector:
             return []
         kinds = {tuple(map(tuple, part.kinds or ())) for part in self.parts}
         if all(part.table is not None for part in self.parts) and len(kinds) == 1:
-            table = pa.concat_tables([part.table for part in self.parts], promote_options="permissive")
+            tables = [part.table for part in self.parts]
+            # Equal schemas join without a copy; "permissive" would cast (copy) every chunk, here to widen int32
+            # token ids to int64 where a chunk needed that.
+            same = all(table.schema == tables[0].schema for table in tables)
+            table = pa.concat_tables(tables, promote_options="none" if same else "permissive")
             return in_memory(table, self.parts[0].kinds)
         rows = [row for part in self.parts for row in (part.rows if part.table is None else in_memory(*part[:2]))]
         self.parts = []
