@@ -2,8 +2,9 @@
 
 Preparing 160k HH-RLHF pairs (read, clean, de-duplicate, tokenise) takes minutes, and a sweep repeats it for every
 run. `load_or_prepare` stores what `prepare_sources` returned under ``<cache dir>/<key>/``: the examples and the
-cleaned records as ``datasets`` Arrow folders (read back memory-mapped, see `lit_align.data.table`), and the
-per-source reports, from which the data card and the set-up log are made, in ``meta.json``.
+cleaned records as Arrow stream files (``examples.arrow``, ``records.arrow``, read back memory-mapped by
+``datasets.Dataset.from_file``, see `lit_align.data.table`), and the per-source reports, from which the data card
+and the set-up log are made, in ``meta.json``.
 
 A stale hit would train on data the recipe no longer describes, so the key (`cache_key`) is the SHA-256 of
 everything that changes the result:
@@ -44,7 +45,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +53,12 @@ import pyarrow as pa
 from lit_align.data.clean import record_hash
 from lit_align.data.digest import examples_digest
 from lit_align.data.prepare import DataSource, PreparedData, PrepareSettings, SourceReport
-from lit_align.data.table import ExampleTable, NotStorable, encode_examples
+from lit_align.data.table import ExampleTable, NotStorable, encode_examples, in_memory
 from lit_align.tokenizer import resolve_path
 
 log = logging.getLogger(__name__)
 
-DATA_CACHE_VERSION = 1
+DATA_CACHE_VERSION = 2
 """Bump when the layout of a cache folder changes (what preparation makes is covered by `data_code_digest`)."""
 
 TOKENIZER_FILES = (
@@ -227,29 +227,24 @@ def save_prepared(folder: Path, key: str | None, prepared: PreparedData, recipe:
 
     ``recipe`` (`recipe_fields`) goes into ``meta.json`` as it is. Examples and records that come from such a folder
     (whole `ExampleTable` s) are written from their Arrow table, not decoded and encoded again."""
-    from datasets import Dataset
-    from datasets.table import InMemoryTable
-
     examples, example_kinds = _arrow_table(prepared.examples)
     records, record_kinds = _arrow_table(prepared.records)
     if _DIGEST_COLUMN not in records.column_names:
         known = prepared.record_digests
         digests = known if known is not None else [record_hash(record) for record in prepared.records]
         records = records.append_column(_DIGEST_COLUMN, pa.array(list(digests), type=pa.string()))
-    examples = Dataset(InMemoryTable(examples))
-    records = Dataset(InMemoryTable(records))
     temporary = folder.parent / f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        with _quiet_datasets():
-            examples.save_to_disk(str(temporary / "examples"))
-            records.save_to_disk(str(temporary / "records"))
+        temporary.mkdir()
+        _write_arrow(examples, temporary / "examples.arrow")
+        _write_arrow(records, temporary / "records.arrow")
         meta = {
             "version": DATA_CACHE_VERSION,
             "key": key,
             "count": len(prepared.examples),
             "example_columns": example_kinds,
             "record_columns": record_kinds,
-            "examples_sha256": examples_digest(ExampleTable(examples, example_kinds)),
+            "examples_sha256": examples_digest(in_memory(examples, example_kinds)),
             "reports": [_report_json(report) for report in prepared.reports],
             "files": {str(p.relative_to(temporary)): p.stat().st_size for p in sorted(temporary.rglob("*.arrow"))},
             **(recipe or {}),
@@ -274,10 +269,10 @@ def load_prepared(folder: Path, key: str | None) -> PreparedData:
     for name, size in meta["files"].items():
         if (folder / name).stat().st_size != size:
             raise ValueError(f"{name} has {(folder / name).stat().st_size} bytes, {size} were written")
-    from datasets import load_from_disk
+    from datasets import Dataset
 
-    examples = load_from_disk(str(folder / "examples"))
-    records = load_from_disk(str(folder / "records"))
+    examples = Dataset.from_file(str(folder / "examples.arrow"))
+    records = Dataset.from_file(str(folder / "records.arrow"))
     if not len(examples) == len(records) == meta["count"]:
         raise ValueError(f"{len(examples)} examples and {len(records)} records, {meta['count']} were written")
     return PreparedData(
@@ -296,6 +291,14 @@ def _arrow_table(rows: Sequence[dict]) -> tuple[pa.Table, list]:
     return encode_examples(rows)
 
 
+def _write_arrow(table: pa.Table, path: Path) -> None:
+    """``table`` as one Arrow stream file, the format ``datasets.Dataset.from_file`` memory-maps. Written batch by
+    batch from the table's own buffers: ``Dataset.save_to_disk`` would first copy the whole table in memory."""
+    table = table.replace_schema_metadata(None)  # what datasets adds on reading: a copy's bytes equal the original's
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=10_000)
+
+
 def _report_json(report: SourceReport) -> dict:
     """Counters as ``[key, value]`` pairs: JSON would turn the buckets' integer keys into strings, and the pairs
     keep the order, which the logged metrics follow."""
@@ -308,17 +311,3 @@ def _report_from_json(fields: dict) -> SourceReport:
     buckets = Counter({int(key): value for key, value in fields["buckets"]})
     rest = {k: v for k, v in fields.items() if k not in ("counts", "languages", "buckets")}
     return SourceReport(**rest, **counters, buckets=buckets)
-
-
-@contextmanager
-def _quiet_datasets():
-    """No "Saving the dataset" progress bars in a training log."""
-    from datasets.utils import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
-
-    was_enabled = is_progress_bar_enabled()
-    disable_progress_bars()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            enable_progress_bars()

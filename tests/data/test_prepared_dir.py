@@ -203,9 +203,10 @@ def test_not_a_prepared_folder(tmp_path, prepared):
 
 def test_a_damaged_copy_names_its_folder(prepared):
     folder, _ = prepared
-    arrow = next((folder / "train" / "examples").glob("*.arrow"))
+    arrow = folder / "train" / "examples.arrow"
     arrow.write_bytes(arrow.read_bytes()[:100])  # a copy cut short
-    with pytest.raises(ConfigError, match=r"data.prepared: .*prepared/train is incomplete or damaged \(examples/"):
+    damaged = r"data.prepared: .*prepared/train is incomplete or damaged \(examples.arrow has 100 bytes"
+    with pytest.raises(ConfigError, match=damaged):
         _from(folder)
 
 
