@@ -5,8 +5,9 @@ of blank lines; left alone, the same answer hashes differently and the model lea
 Normalisation must not touch code, though: indentation and blank lines inside a fenced block are part of
 the program, so everything except the line endings is left byte-identical inside ``` / ~~~ fences.
 
-`clean_records` is the only place records are dropped after conversion, and every drop is counted under a
-reason, so a report can always say where the rows went.
+`clean_record` is the only place a record is dropped after conversion, apart from de-duplication, which needs the
+records before it (`clean_records` here; preparation walks its records in order, `lit_align.data.prepare`). Every drop
+is counted under a reason, so a report can always say where the rows went.
 
 NFKC folds full-width Latin letters and digits (ＡＢＣ１２３) to ASCII, which is what de-duplication needs,
 but it would also fold Chinese full-width punctuation (，：？！（）) and teach a model to write "," in Chinese

@@ -52,7 +52,7 @@ def read_source(
     skipped under ``on_error="skip"`` (``error:row`` for lines that are not JSON objects, ``error:encoding`` for
     lines that are not UTF-8), ``empty_file`` for empty files of a directory, and for OASST ``orphan_message``
     (table rows outside any tree) and the removed messages by reason (``oasst_deleted``, ...).
-    ``lang`` is not set here; `clean.clean_records` fills it. ``max_rows`` reads only the first rows (dry runs).
+    ``lang`` is not set here; `clean.clean_record` fills it. ``max_rows`` reads only the first rows (dry runs).
     A path that looks local but does not exist raises FileNotFoundError, an unreachable hub ConnectionError;
     both name the source.
     """
