@@ -53,7 +53,7 @@ import pyarrow as pa
 from lit_align.data.clean import record_hash
 from lit_align.data.digest import examples_digest
 from lit_align.data.prepare import DataSource, PreparedData, PrepareSettings, SourceReport
-from lit_align.data.table import ExampleTable, NotStorable, encode_examples, in_memory
+from lit_align.data.table import ExampleTable, NotStorable, encode_examples
 from lit_align.tokenizer import resolve_path
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ def save_prepared(folder: Path, key: str | None, prepared: PreparedData, recipe:
             "count": len(prepared.examples),
             "example_columns": example_kinds,
             "record_columns": record_kinds,
-            "examples_sha256": examples_digest(in_memory(examples, example_kinds)),
+            "examples_sha256": examples_digest(prepared.examples),  # a stored digest when copying a cached split
             "reports": [_report_json(report) for report in prepared.reports],
             "files": {str(p.relative_to(temporary)): p.stat().st_size for p in sorted(temporary.rglob("*.arrow"))},
             **(recipe or {}),
